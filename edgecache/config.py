@@ -1,0 +1,218 @@
+"""Options: keyword arguments, then ``EDGECACHE_*`` environment variables, then defaults.
+
+Every option is declared once in ``OPTIONS`` with its type, default and validation; a bad value stops
+start-up with a ``ConfigError`` that names the option and where the value came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from edgecache.core.policy import DEFAULT_CACHEABLE_STATUSES, NEVER_STORED
+
+
+class ConfigError(ValueError):
+    """An option has a value edgecache cannot use; the message names the option."""
+
+
+ENV_PREFIX = "EDGECACHE_"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2}
+_SIZE_UNITS |= {"mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an int or a string such as ``64MiB``, ``500kB`` or ``1048576``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size in bytes")
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(str(value))
+    if m is None or (m.group(2) or "").lower() not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as 1048576, 64MiB or 500kB, got {value!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+
+
+def parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def parse_seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected seconds")
+    seconds = float(value)  # type: ignore[arg-type]
+    if not seconds >= 0 or seconds == float("inf"):  # rejects NaN and negatives
+        raise ValueError(f"expected a non-negative number of seconds, got {value!r}")
+    return seconds
+
+
+def parse_optional_seconds(value: object) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    return parse_seconds(value)
+
+
+def parse_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple | set | frozenset):
+        items = tuple(str(v).strip() for v in value)
+        if any(not item for item in items):
+            raise ValueError("empty item in list")
+        return items
+    raise ValueError(f"expected a list or a comma-separated string, got {value!r}")
+
+
+def parse_optional_list(value: object) -> tuple[str, ...] | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    return parse_list(value)
+
+
+def parse_field_names(value: object) -> tuple[str, ...]:
+    names = tuple(n.lower() for n in parse_list(value))
+    for name in names:
+        if not _FIELD_NAME.match(name):
+            raise ValueError(f"{name!r} is not a header field name")
+    return names
+
+
+def parse_statuses(value: object) -> frozenset[int]:
+    items = value if isinstance(value, set | frozenset) else parse_list(value)
+    statuses = frozenset(int(s) for s in items)
+    for status in statuses:
+        if status < 200 or status > 599:
+            raise ValueError(f"{status} is not a final status code")
+        if status in NEVER_STORED or status >= 500:
+            raise ValueError(f"{status} is never stored (errors and partial content are not shareable)")
+    return frozenset(statuses)
+
+
+def parse_optional_str(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def parse_positive_int(value: object) -> int:
+    number = parse_size(value)
+    if number <= 0:
+        raise ValueError(f"expected a positive number, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated options of one cache (the middleware's and the proxy's)."""
+
+    redis_url: str | None = None
+    namespace: str = "edgecache"
+    default_ttl: float = 60.0
+    l1_max_bytes: int = 64 * 1024 * 1024
+    max_object_bytes: int = 1024 * 1024
+    cacheable_statuses: frozenset[int] = DEFAULT_CACHEABLE_STATUSES
+    targeted_fields: tuple[str, ...] = ()
+    cache_authorized: bool = False
+    key_headers: tuple[str, ...] = ()
+    key_cookies: tuple[str, ...] = ()
+    query_ignore: tuple[str, ...] = ()
+    query_allow: tuple[str, ...] | None = None
+    max_variants: int = 32
+    respect_request_cache_control: bool = True
+    keep_ttl: float = 300.0
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
+    coalesce: bool = True
+    coalesce_timeout: float = 10.0
+    hit_for_miss_ttl: float = 30.0
+    origin_timeout: float | None = None
+    strip_tag_headers: bool = True
+    cdn_origin: str | None = None
+    cdn_paths: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+        """Options from keyword arguments, then the environment, then defaults; validated."""
+        environ = os.environ if environ is None else environ
+        unknown = set(options) - set(_PARSERS)
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name, parser in _PARSERS.items():
+            env_name = ENV_PREFIX + name.upper()
+            if name in options:
+                raw, source = options[name], f"option {name}"
+            elif env_name in environ:
+                raw, source = environ[env_name], f"environment variable {env_name}"
+            else:
+                continue
+            try:
+                values[name] = parser(raw)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        if not _NAMESPACE.match(self.namespace):
+            raise ConfigError("namespace: use 1 to 64 characters of letters, digits and _ . : -")
+        if self.max_object_bytes > self.l1_max_bytes:
+            raise ConfigError("max_object_bytes: must not exceed l1_max_bytes")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("redis_url: expected redis://, rediss:// or unix:// URL")
+        if self.redis_url is not None:
+            raise ConfigError(
+                "redis_url: the Redis tier (L2) is not available in this release; leave it unset"
+            )
+        if self.cdn_origin is not None or self.cdn_paths:
+            raise ConfigError(
+                "cdn_origin: CDN URL rewriting is not available in this release; leave it unset"
+            )
+        if self.query_allow is not None and self.query_ignore:
+            raise ConfigError("query_allow: give either query_allow or query_ignore, not both")
+
+
+_PARSERS: dict[str, Callable[[object], Any]] = {
+    "redis_url": parse_optional_str,
+    "namespace": lambda v: str(v).strip(),
+    "default_ttl": parse_seconds,
+    "l1_max_bytes": parse_positive_int,
+    "max_object_bytes": parse_positive_int,
+    "cacheable_statuses": parse_statuses,
+    "targeted_fields": parse_field_names,
+    "cache_authorized": parse_bool,
+    "key_headers": parse_field_names,
+    "key_cookies": parse_list,
+    "query_ignore": parse_list,
+    "query_allow": parse_optional_list,
+    "max_variants": parse_positive_int,
+    "respect_request_cache_control": parse_bool,
+    "keep_ttl": parse_seconds,
+    "stale_while_revalidate": parse_seconds,
+    "stale_if_error": parse_seconds,
+    "coalesce": parse_bool,
+    "coalesce_timeout": parse_seconds,
+    "hit_for_miss_ttl": parse_seconds,
+    "origin_timeout": parse_optional_seconds,
+    "strip_tag_headers": parse_bool,
+    "cdn_origin": parse_optional_str,
+    "cdn_paths": parse_list,
+}
+assert set(_PARSERS) == {f.name for f in fields(Settings)}, "every setting needs a parser"
+
+OPTION_NAMES = tuple(_PARSERS)

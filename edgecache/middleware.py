@@ -1,0 +1,579 @@
+"""CacheInterceptor: the pure-ASGI front end of the cache.
+
+Per-request state lives in an ``_Exchange`` built per call; the middleware object holds configuration and
+the shared ``Cache`` only. The hit path answers from storage without calling the app; the miss path holds
+``http.response.start`` until it knows whether the response will be stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edgecache.config import Settings
+from edgecache.core.entry import RawHeaders, StoredResponse, response_size
+from edgecache.core.headers import Fields, parse_cookie_header
+from edgecache.core.keys import CacheKey, path_tag, primary_key, uri_components, uri_tag
+from edgecache.core.policy import (
+    NOT_MODIFIED_FIELDS,
+    RequestPlan,
+    StorageDecision,
+    Use,
+    client_conditional_matches,
+    decide_storage,
+    decide_use,
+    freshen,
+    may_serve_stale_on_error,
+    plan_request,
+)
+from edgecache.core.ranges import ByteRange, Unsatisfiable, select_range
+from edgecache.core.status import Fwd, Outcome, Reason, render_hit
+from edgecache.engine import Cache, Flight, Uri, same_origin_targets
+
+logger = logging.getLogger("edgecache")
+
+SCOPE_KEY = "edgecache.cache"  # set on the scope the app sees: the app reaches the cache through it
+# Request fields removed before a fetch whose response will be stored: the cache wants the full, current
+# representation, and answers the client's own conditional or range request from it afterwards.
+_CLIENT_CONDITIONALS = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range"}
+)
+
+
+class CacheInterceptor:
+    """Pure-ASGI caching middleware: ``app.add_middleware(CacheInterceptor, default_ttl=60)``.
+
+    Options are listed in ``edgecache.config.Settings`` and the README; each can also come from its
+    ``EDGECACHE_<NAME>`` environment variable. Pass ``cache=`` to share one ``Cache`` between front ends.
+    """
+
+    def __init__(self, app: ASGIApp, /, *, cache: Cache | None = None, **options: Any) -> None:
+        self.app = app
+        if cache is not None and options:
+            raise TypeError("give either cache= or options, not both")
+        self.cache = cache if cache is not None else Cache(Settings.load(options))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or SCOPE_KEY in scope:
+            # Not HTTP, or already inside another CacheInterceptor: caching twice would double-count and
+            # let an inner cache store what the outer one decided not to.
+            await self.app(scope, receive, send)
+            return
+        await _Exchange(self.app, self.cache, scope, receive, send).run()
+
+
+def _has_body(fields: Fields) -> bool:
+    if "transfer-encoding" in fields:
+        return True
+    length = fields.get("content-length")
+    return length is not None and length.strip() not in ("", "0")
+
+
+def _host(scope: Scope, fields: Fields) -> str:
+    host = fields.get("host")
+    if host:
+        return host
+    server = scope.get("server")
+    if server:
+        return f"{server[0]}:{server[1]}" if server[1] is not None else str(server[0])
+    return ""
+
+
+class _Exchange:
+    """One request through the cache."""
+
+    __slots__ = (
+        "app",
+        "body_to_client",
+        "buffer",
+        "buffered",
+        "cache",
+        "client_started",
+        "decision",
+        "fields",
+        "flight",
+        "fwd",
+        "mode",
+        "not_modified",
+        "origin_headers",
+        "origin_status",
+        "plan",
+        "primary",
+        "receive",
+        "request_time",
+        "scope",
+        "send",
+        "stale",
+        "token",
+        "uri",
+    )
+
+    def __init__(self, app: ASGIApp, cache: Cache, scope: Scope, receive: Receive, send: Send) -> None:
+        self.app = app
+        self.cache = cache
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.body_to_client = scope["method"] != "HEAD"
+        self.flight: Flight | None = None
+        self.stale: StoredResponse | None = None
+        self.mode = "start"  # start → buffer | stream | swallow → done
+        self.client_started = False
+        self.buffer: list[bytes] = []
+        self.buffered = 0
+        self.decision: StorageDecision | None = None
+        self.not_modified: RawHeaders | None = None
+        self.origin_status: int | None = None
+        self.origin_headers: RawHeaders = []
+        self.token = 0
+        self.request_time = 0.0
+        self.fwd: Fwd = Fwd.MISS
+
+    # -- the request ------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cache = self.cache
+        scope = self.scope
+        fields = self.fields = Fields(scope["headers"])
+        plan = self.plan = _plan(cache, scope["method"], fields)
+        query = cache.query_filter.apply(scope.get("query_string", b""))
+        path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        self.uri = uri_components(scope.get("scheme", "http"), _host(scope, fields), path, query)
+        if not plan.lookup and not plan.store:
+            await self._bypass(query)
+            return
+        primary = self.primary = _primary_key(cache, self.uri, fields)
+        found = await cache.lookup(primary, fields)
+        entry = found.entry
+        if entry is not None:
+            now = cache.clock()
+            use = decide_use(entry, plan.cache_control, now)
+            if use.use is Use.FRESH:
+                await self._serve_hit(entry, now, Reason.L1)
+                return
+            if use.use is Use.STALE or use.use is Use.STALE_WHILE_REVALIDATE:
+                await self._serve_hit(entry, now, use.reason or Reason.MAX_STALE)
+                if use.use is Use.STALE_WHILE_REVALIDATE and primary.digest not in cache.flights:
+                    cache.spawn(_background_refresh(self, entry, query))
+                return
+            self.fwd = Fwd.REQUEST if use.reason is Reason.REQUEST_NO_CACHE else Fwd.STALE
+        else:
+            self.fwd = found.fwd or Fwd.MISS
+        if plan.cache_control.has("only-if-cached") and (entry is None or self.fwd is not Fwd.REQUEST):
+            await self._send_simple(504, Outcome(self.fwd, Reason.ONLY_IF_CACHED))  # RFC 9111 §5.2.1.7
+            return
+        await self._fetch(entry, query)
+
+    async def _bypass(self, query: bytes) -> None:
+        plan = self.plan
+        outcome = Outcome(plan.fwd, plan.reason)
+        self.cache.report(outcome, self.scope["method"])
+        status_value = outcome.render().encode()
+        cache, uri = self.cache, self.uri
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                if plan.invalidates and 200 <= status < 400:
+                    locations = [
+                        v.decode("latin-1")
+                        for k, v in headers
+                        if k.lower() in (b"location", b"content-location")
+                    ]
+                    await cache.invalidate_uris([uri, *same_origin_targets(locations, uri)])
+                headers = _client_headers(cache, headers)
+                headers.append((b"cache-status", status_value))
+                message = {**message, "headers": headers}
+            await self.send(message)
+
+        await self.app(self._app_scope(query, conditional=None, for_storage=False), self.receive, send)
+
+    # -- serving from storage ---------------------------------------------------------------------------
+
+    async def _serve_hit(self, entry: StoredResponse, now: float, reason: Reason) -> None:
+        ttl = entry.ttl(now)
+        self.cache.report(Outcome(None, reason, ttl=int(ttl)), self.scope["method"])
+        await self._serve(entry, now, render_hit(ttl, reason))
+
+    async def _serve(self, entry: StoredResponse, now: float, cache_status: bytes) -> None:
+        """Answer from a stored response: 304 for a matching conditional, 206 for a range, else in full."""
+        status, headers, body = entry.status, entry.headers, entry.body
+        fields = self.fields
+        if status == 200 and ("if-none-match" in fields or "if-modified-since" in fields):
+            if client_conditional_matches(fields, entry):
+                status, body = 304, b""
+                headers = [(k, v) for k, v in headers if k in NOT_MODIFIED_FIELDS]
+        elif status == 200 and "range" in fields:
+            try:
+                chosen = select_range(
+                    fields.joined("range") or "", fields.get("if-range"), entry.etag, len(body)
+                )
+            except Unsatisfiable:
+                status, body = 416, b""
+                headers = [
+                    *(kv for kv in headers if kv[0] != b"content-length"),
+                    (b"content-range", b"bytes */%d" % len(entry.body)),
+                ]
+            else:
+                if chosen is not None:
+                    status, headers, body = (
+                        206,
+                        _range_headers(headers, chosen, len(body)),
+                        _slice(body, chosen),
+                    )
+        start_headers = [
+            *headers,
+            (b"age", b"%d" % int(entry.current_age(now))),
+            (b"cache-status", cache_status),
+        ]
+        await self.send({"type": "http.response.start", "status": status, "headers": start_headers})
+        await self.send({"type": "http.response.body", "body": body if self.body_to_client else b""})
+
+    async def _send_simple(self, status: int, outcome: Outcome) -> None:
+        self.cache.report(outcome, self.scope["method"])
+        headers = [(b"content-length", b"0"), (b"cache-status", outcome.render().encode())]
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": b""})
+
+    # -- fetching from the app --------------------------------------------------------------------------
+
+    async def _fetch(self, stale: StoredResponse | None, query: bytes) -> None:
+        cache, plan, primary = self.cache, self.plan, self.primary
+        self.stale = stale
+        self.flight = None
+        coalesce = plan.store and cache.settings.coalesce and primary.digest not in cache.hit_for_miss
+        if coalesce:
+            leader = cache.flights.get(primary.digest)
+            if leader is not None:
+                if await self._wait_for(leader):
+                    return
+                if self.plan.store:
+                    coalesce = False  # the leader's response did not suit us: fetch, store if storable
+            if coalesce:
+                self.flight = cache.flights[primary.digest] = Flight()
+        try:
+            await self._call_app(query)
+        finally:
+            if self.flight is not None:
+                self.flight.done.set()
+                if cache.flights.get(primary.digest) is self.flight:
+                    del cache.flights[primary.digest]
+
+    async def _wait_for(self, leader: Flight) -> bool:
+        """Wait (bounded) for another request's fetch; True when its response answered this one."""
+        cache = self.cache
+        try:
+            await asyncio.wait_for(leader.done.wait(), cache.settings.coalesce_timeout)
+        except TimeoutError:
+            # Go to the app ourselves, and don't store: the leader is slow, and we would race it.
+            self.plan = replace(self.plan, store=False, reason=Reason.COALESCE_TIMEOUT)
+            return False
+        entry = leader.entry
+        if entry is None or not cache.vary_matches(entry, self.fields):
+            return False
+        now = cache.clock()
+        outcome = Outcome(self.fwd, None, collapsed=True, ttl=int(entry.ttl(now)))
+        cache.report(outcome, self.scope["method"])
+        await self._serve(entry, now, outcome.render().encode())
+        return True
+
+    def _app_scope(self, query: bytes, conditional: StoredResponse | None, for_storage: bool) -> Scope:
+        scope = dict(self.scope)
+        scope[SCOPE_KEY] = self.cache
+        scope["query_string"] = query
+        recipe = self.cache.recipe
+        headers: RawHeaders = []
+        for name, value in self.scope["headers"]:
+            lname = name.lower()
+            if for_storage and lname in _CLIENT_CONDITIONALS:
+                continue
+            if lname == b"cookie" and recipe.cookies:
+                # Only the cookies that are part of the key reach the app: any other could personalise
+                # a response that is then shared.
+                kept = parse_cookie_header([value.decode("latin-1")])
+                pairs = "; ".join(f"{n}={kept[n]}" for n in recipe.cookies if n in kept)
+                if pairs:
+                    headers.append((b"cookie", pairs.encode("latin-1")))
+                continue
+            headers.append((name, value))
+        if conditional is not None:
+            # Revalidation (RFC 9111 §4.3.1): ask with the stored validators.
+            if conditional.etag is not None:
+                headers.append((b"if-none-match", conditional.etag.encode("latin-1")))
+            if conditional.last_modified is not None:
+                headers.append((b"if-modified-since", conditional.last_modified.encode("latin-1")))
+        scope["headers"] = headers
+        if for_storage and scope["method"] == "HEAD":
+            scope["method"] = "GET"  # fill the cache from a HEAD miss; the client still gets no body
+        return scope
+
+    async def _call_app(self, query: bytes) -> None:
+        cache = self.cache
+        for_storage = self.plan.store
+        validators = (
+            self.stale if self.stale is not None and (self.stale.etag or self.stale.last_modified) else None
+        )
+        scope = self._app_scope(query, validators, for_storage)
+        self.token = cache.fill_token()
+        self.request_time = cache.clock()
+        timeout = cache.settings.origin_timeout
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                await self.app(scope, self.receive, lambda m: self._on_app_message(m, deadline))
+        except TimeoutError:
+            if self.client_started:
+                raise
+            await self._origin_failed(None, Reason.ORIGIN_TIMEOUT)
+            return
+        except Exception:
+            if self.client_started or not self._stale_usable():
+                raise
+            logger.warning(
+                "edgecache: the app raised; serving the stored response (stale-if-error)", exc_info=True
+            )
+            await self._serve_stale_on_error(None)
+            return
+        await self._after_app()
+
+    def _stale_usable(self) -> bool:
+        return self.stale is not None and may_serve_stale_on_error(self.stale, self.cache.clock())
+
+    async def _origin_failed(self, status: int | None, reason: Reason) -> None:
+        if self._stale_usable():
+            await self._serve_stale_on_error(status)
+        else:
+            await self._send_simple(504, Outcome(self.fwd, reason))
+
+    async def _serve_stale_on_error(self, status: int | None) -> None:
+        assert self.stale is not None
+        now = self.cache.clock()
+        outcome = Outcome(Fwd.STALE, Reason.STALE_IF_ERROR, ttl=int(self.stale.ttl(now)), fwd_status=status)
+        self.cache.report(outcome, self.scope["method"])
+        await self._serve(self.stale, now, outcome.render().encode())
+
+    async def _on_app_message(self, message: Message, deadline: asyncio.Timeout) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            deadline.reschedule(None)  # origin_timeout bounds the wait for headers, not the body
+            await self._on_start(message)
+        elif kind == "http.response.body":
+            await self._on_body(message)
+        else:
+            # Trailers, zero-copy sends and other extensions: stream them through, store nothing.
+            if self.mode == "buffer":
+                await self._give_up_storing(Reason.NOT_STORED)
+            if self.mode == "stream":
+                await self.send(message)
+
+    async def _on_start(self, message: Message) -> None:
+        status: int = message["status"]
+        headers: RawHeaders = list(message.get("headers", []))
+        self.origin_status = status
+        self.origin_headers = headers
+        if self.stale is not None and status == 304:
+            self.mode, self.not_modified = "swallow", headers
+            return
+        if status >= 500 and self._stale_usable():
+            self.mode = "swallow"  # RFC 5861: the stored response answers instead; a 5xx never replaces it
+            return
+        response_time = self.cache.clock()
+        decision = decide_storage(
+            self.plan,
+            self.fields,
+            status,
+            headers,
+            b"",
+            key=self.primary.canonical,
+            vary_values=None,
+            internal_tags=_internal_tags(self.uri),
+            policy=self.cache.policy,
+            request_time=self.request_time,
+            response_time=response_time,
+        )
+        if decision.store:
+            length = Fields(headers).get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.cache.settings.max_object_bytes:
+                decision = StorageDecision(False, Reason.TOO_LARGE, remember_uncacheable=True)
+        self.decision = decision
+        if decision.store:
+            self.mode = "buffer"
+            self.buffer = []
+            return
+        if decision.remember_uncacheable:
+            self.cache.hit_for_miss[self.primary.digest] = True
+        self.mode = "stream"
+        await self._start_client(status, headers, Outcome(self.fwd, decision.reason, fwd_status=None))
+
+    async def _start_client(self, status: int, headers: RawHeaders, outcome: Outcome) -> None:
+        self.cache.report(outcome, self.scope["method"])
+        self.client_started = True
+        out = [*_client_headers(self.cache, headers), (b"cache-status", outcome.render().encode())]
+        await self.send({"type": "http.response.start", "status": status, "headers": out})
+
+    async def _on_body(self, message: Message) -> None:
+        mode = self.mode
+        if mode == "buffer":
+            chunk: bytes = message.get("body", b"")
+            self.buffer.append(chunk)
+            self.buffered += len(chunk)
+            if self.buffered > self.cache.settings.max_object_bytes:
+                await self._give_up_storing(Reason.TOO_LARGE)
+                if message.get("more_body", False) is False:
+                    await self._send_body(b"", more=False)
+                return
+            if not message.get("more_body", False):
+                await self._complete()
+        elif mode == "stream":
+            if self.body_to_client:
+                await self.send(message)
+            elif not message.get("more_body", False):
+                await self.send({"type": "http.response.body", "body": b""})
+
+    async def _send_body(self, body: bytes, more: bool) -> None:
+        await self.send(
+            {"type": "http.response.body", "body": body if self.body_to_client else b"", "more_body": more}
+        )
+
+    async def _give_up_storing(self, reason: Reason) -> None:
+        """The response turned out too large (or unusual) to store: send what was held, then stream."""
+        assert self.decision is not None and self.decision.entry is not None
+        self.cache.hit_for_miss[self.primary.digest] = True
+        self.mode = "stream"
+        entry = self.decision.entry
+        status = self.origin_status or entry.status
+        held = b"".join(self.buffer)
+        self.buffer = []
+        await self._start_client(status, self.origin_headers, Outcome(self.fwd, reason))
+        await self._send_body(held, more=True)
+
+    async def _complete(self) -> None:
+        """The whole response is buffered: store it, hand it to waiters, answer the client from it."""
+        assert self.decision is not None and self.decision.entry is not None
+        body = b"".join(self.buffer)
+        self.buffer = []
+        entry = self.decision.entry
+        entry = replace(entry, body=body, size=response_size(entry.headers, body, entry.key))
+        stored = await self.cache.store_entry(self.primary, entry, self.token)
+        if self.flight is not None:
+            self.flight.entry = entry
+        self.mode = "done"
+        now = self.cache.clock()
+        outcome = Outcome(
+            self.fwd,
+            None if stored else Reason.NOT_STORED,
+            stored=stored,
+            fwd_status=self.origin_status if self.fwd is Fwd.STALE else None,
+        )
+        self.cache.report(outcome, self.scope["method"])
+        self.client_started = True
+        await self._serve(entry, now, outcome.render().encode())
+
+    async def _after_app(self) -> None:
+        mode = self.mode
+        if mode == "swallow":
+            if self.not_modified is not None:
+                await self._revalidated(self.not_modified)
+            else:
+                await self._serve_stale_on_error(self.origin_status)
+        elif mode == "start":
+            # The app returned without a response.
+            await self._origin_failed(None, Reason.ORIGIN_ERROR)
+        elif mode == "buffer":
+            # The app returned before its last body message: send what it produced, store nothing.
+            await self._give_up_storing(Reason.NOT_STORED)
+            await self._send_body(b"", more=False)
+
+    async def _revalidated(self, not_modified: RawHeaders) -> None:
+        """RFC 9111 §4.3.4: the app confirmed the stored response; freshen it and answer from it."""
+        assert self.stale is not None
+        cache = self.cache
+        decision = freshen(
+            self.stale,
+            not_modified,
+            plan=self.plan,
+            request_fields=self.fields,
+            policy=cache.policy,
+            request_time=self.request_time,
+            response_time=cache.clock(),
+        )
+        entry = decision.entry or self.stale
+        stored = False
+        if decision.entry is not None and self.plan.store:
+            stored = await cache.store_entry(self.primary, decision.entry, self.token)
+        elif decision.entry is None:
+            await cache.store.delete(self.primary.digest)  # the 304 made it unstorable (e.g. no-store)
+        if self.flight is not None and decision.entry is not None:
+            self.flight.entry = decision.entry
+        now = cache.clock()
+        outcome = Outcome(
+            Fwd.STALE, Reason.REVALIDATED, stored=stored, fwd_status=304, ttl=int(entry.ttl(now))
+        )
+        cache.report(outcome, self.scope["method"])
+        await self._serve(entry, now, outcome.render().encode())
+
+
+def _plan(cache: Cache, method: str, fields: Fields) -> RequestPlan:
+    return plan_request(method, fields, _has_body(fields), cache.policy)
+
+
+def _primary_key(cache: Cache, uri: Uri, fields: Fields) -> CacheKey:
+    recipe = cache.recipe
+    if not recipe.headers and not recipe.cookies:
+        return primary_key(uri)
+    header_values = [fields.joined(name) for name in recipe.headers]
+    cookies = parse_cookie_header(fields.get_all("cookie")) if recipe.cookies else {}
+    return primary_key(uri, header_values, [cookies.get(name) for name in recipe.cookies])
+
+
+def _internal_tags(uri: Uri) -> frozenset[str]:
+    return frozenset({uri_tag(uri), path_tag(uri[2])})
+
+
+_TAG_HEADERS = (b"surrogate-key", b"cache-tag")
+
+
+def _client_headers(cache: Cache, headers: RawHeaders) -> RawHeaders:
+    """The app's headers as the client sees them: tag headers removed unless configured otherwise."""
+    if not cache.policy.strip_tag_headers:
+        return list(headers)
+    return [(k, v) for k, v in headers if k.lower() not in _TAG_HEADERS]
+
+
+def _range_headers(headers: RawHeaders, chosen: ByteRange, size: int) -> RawHeaders:
+    out = [(k, v) for k, v in headers if k != b"content-length"]
+    out.append((b"content-length", b"%d" % chosen.length))
+    out.append((b"content-range", b"bytes %d-%d/%d" % (chosen.first, chosen.last, size)))
+    return out
+
+
+def _slice(body: bytes, chosen: ByteRange) -> bytes:
+    return body[chosen.first : chosen.last + 1]
+
+
+async def _background_refresh(exchange: _Exchange, entry: StoredResponse, query: bytes) -> None:
+    """stale-while-revalidate: one refresh per key, its response only stored, never sent anywhere."""
+    scope = dict(exchange.scope)
+    scope["method"] = "GET"
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def discard(message: Message) -> None:
+        return None
+
+    refresh = _Exchange(exchange.app, exchange.cache, scope, receive, discard)
+    refresh.fields = exchange.fields
+    refresh.plan = exchange.plan
+    refresh.uri = exchange.uri
+    refresh.primary = exchange.primary
+    refresh.fwd = Fwd.STALE
+    try:
+        await refresh._fetch(entry, query)
+    except Exception:
+        # Nobody waits for this response; the stale entry keeps serving until its window closes.
+        logger.warning("edgecache: background refresh failed", exc_info=True)

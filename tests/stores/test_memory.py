@@ -1,0 +1,390 @@
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from edgecache.core.entry import StoredResponse
+from edgecache.stores.memory import MemoryStore
+from tests.helpers import FakeClock
+from tests.stores.contract import StoreContract, StoreFactory, make_response
+
+T = TypeVar("T")
+
+
+class TestMemoryStoreContract(StoreContract):
+    @pytest.fixture
+    def make_store(self) -> StoreFactory:
+        async def factory(max_bytes: int, clock: FakeClock) -> MemoryStore:
+            return MemoryStore(max_bytes, clock=clock)
+
+        return factory
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine that must finish without suspending, as every MemoryStore method should."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise AssertionError("MemoryStore awaited something; it must complete within one event-loop step")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def evicted_sizes() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def new_store(clock: FakeClock, evicted_sizes: list[int]) -> Callable[..., MemoryStore]:
+    def build(max_bytes: int = 64 * 1024, max_object_bytes: int | None = None) -> MemoryStore:
+        return MemoryStore(
+            max_bytes, clock=clock, max_object_bytes=max_object_bytes, on_evict=evicted_sizes.append
+        )
+
+    return build
+
+
+ONE_RESPONSE_BYTES = make_response("a").size  # single-letter keys all have this size
+
+
+async def test_name_is_l1(new_store: Callable[..., MemoryStore]) -> None:
+    assert new_store().name == "l1"
+
+
+async def test_recently_read_key_survives_eviction(new_store: Callable[..., MemoryStore]) -> None:
+    store = new_store(max_bytes=3 * ONE_RESPONSE_BYTES)
+    for key in ("a", "b", "c"):
+        await store.set(key, make_response(key))
+
+    await store.get("a")
+    await store.set("d", make_response("d"))
+
+    assert await store.get("a") is not None
+    assert await store.get("b") is None
+    assert len(store) == 3
+
+
+async def test_on_evict_reports_each_object_evicted_for_space(
+    new_store: Callable[..., MemoryStore], evicted_sizes: list[int]
+) -> None:
+    store = new_store(max_bytes=3 * ONE_RESPONSE_BYTES)
+    for key in ("a", "b", "c"):
+        await store.set(key, make_response(key))
+    big = make_response("d", body=b"x" * (ONE_RESPONSE_BYTES + 100))
+
+    await store.set("d", big)
+
+    assert evicted_sizes == [ONE_RESPONSE_BYTES, ONE_RESPONSE_BYTES]
+
+
+async def test_on_evict_reports_expired_object_met_by_get(
+    new_store: Callable[..., MemoryStore], evicted_sizes: list[int], clock: FakeClock
+) -> None:
+    store = new_store()
+    await store.set("a", make_response("a", stored_until=clock() + 1))
+    clock.advance(1)
+
+    assert await store.get("a") is None
+    assert evicted_sizes == [ONE_RESPONSE_BYTES]
+
+
+async def test_on_evict_not_called_for_delete_purge_overwrite_or_clear(
+    new_store: Callable[..., MemoryStore], evicted_sizes: list[int]
+) -> None:
+    store = new_store()
+    for key in ("a", "b", "c", "d"):
+        await store.set(key, make_response(key, tags={key}))
+
+    await store.delete("a")
+    await store.purge_tags(["b"])
+    await store.set("c", make_response("c"))
+    await store.clear()
+
+    assert evicted_sizes == []
+
+
+async def test_expired_objects_are_evicted_before_live_ones(
+    new_store: Callable[..., MemoryStore], clock: FakeClock, evicted_sizes: list[int]
+) -> None:
+    store = new_store(max_bytes=3 * ONE_RESPONSE_BYTES)
+    await store.set("b", make_response("b"))
+    await store.set("a", make_response("a", stored_until=clock() + 5))
+    await store.set("c", make_response("c"))
+    await store.get("a")  # most recently used, yet the first to go once expired
+    clock.advance(5)
+
+    await store.set("d", make_response("d"))
+
+    assert await store.get("b") is not None  # least recently used, but live
+    assert await store.get("c") is not None
+    assert evicted_sizes == [ONE_RESPONSE_BYTES]
+
+
+async def test_current_bytes_is_the_sum_of_stored_sizes(new_store: Callable[..., MemoryStore]) -> None:
+    store = new_store()
+    small, large = make_response("a"), make_response("b", body=b"y" * 1000)
+    await store.set("a", small)
+    await store.set("b", large)
+
+    assert store.current_bytes == small.size + large.size
+
+
+async def test_current_bytes_after_overwrite(new_store: Callable[..., MemoryStore]) -> None:
+    store = new_store()
+    await store.set("a", make_response("a", body=b"y" * 1000))
+    smaller = make_response("a", body=b"y" * 10)
+
+    await store.set("a", smaller)
+
+    assert store.current_bytes == smaller.size
+
+
+async def test_current_bytes_after_delete(new_store: Callable[..., MemoryStore]) -> None:
+    store = new_store()
+    await store.set("a", make_response("a"))
+    await store.set("b", make_response("b"))
+
+    await store.delete("a")
+
+    assert store.current_bytes == ONE_RESPONSE_BYTES
+
+
+async def test_current_bytes_after_purge(new_store: Callable[..., MemoryStore]) -> None:
+    store = new_store()
+    await store.set("a", make_response("a", tags={"red"}))
+    await store.set("b", make_response("b"))
+
+    await store.purge_tags(["red"])
+
+    assert store.current_bytes == ONE_RESPONSE_BYTES
+
+
+async def test_current_bytes_after_expiry_without_a_read(
+    new_store: Callable[..., MemoryStore], clock: FakeClock
+) -> None:
+    store = new_store()
+    await store.set("a", make_response("a", stored_until=clock() + 1))
+    await store.set("b", make_response("b"))
+    clock.advance(1)
+
+    assert store.current_bytes == ONE_RESPONSE_BYTES
+    assert len(store) == 1
+
+
+async def test_object_larger_than_max_object_bytes_is_rejected(
+    new_store: Callable[..., MemoryStore],
+) -> None:
+    store = new_store(max_object_bytes=ONE_RESPONSE_BYTES)
+
+    assert await store.set("a", make_response("a")) is True
+    assert await store.set("b", make_response("b", body=b"x" * 101)) is False
+    assert await store.get("b") is None
+    assert store.current_bytes == ONE_RESPONSE_BYTES
+
+
+async def test_object_larger_than_max_bytes_is_rejected_without_evicting(
+    new_store: Callable[..., MemoryStore], evicted_sizes: list[int]
+) -> None:
+    store = new_store(max_bytes=2 * ONE_RESPONSE_BYTES)
+    await store.set("a", make_response("a"))
+
+    assert await store.set("b", make_response("b", body=b"x" * (2 * ONE_RESPONSE_BYTES))) is False
+    assert await store.get("a") is not None
+    assert evicted_sizes == []
+
+
+async def _remove_by_delete(store: MemoryStore, clock: FakeClock) -> None:
+    await store.delete("a", "b", "c")
+
+
+async def _remove_by_purge(store: MemoryStore, clock: FakeClock) -> None:
+    await store.purge_tags(["shared"])
+
+
+async def _remove_by_overwrite_without_tags(store: MemoryStore, clock: FakeClock) -> None:
+    for key in ("a", "b", "c"):
+        await store.set(key, make_response(key))
+
+
+async def _remove_by_expiry(store: MemoryStore, clock: FakeClock) -> None:
+    clock.advance(3600)
+    await store.get("a")  # removed on read; the rest by the sweep behind len()
+    assert len(store) == 0
+
+
+async def _remove_by_eviction(store: MemoryStore, clock: FakeClock) -> None:
+    await store.set("big", make_response("big", body=b"x" * (3 * ONE_RESPONSE_BYTES)))
+
+
+async def _remove_by_clear(store: MemoryStore, clock: FakeClock) -> None:
+    await store.clear()
+
+
+@pytest.mark.parametrize(
+    "remove_tagged_objects",
+    [
+        _remove_by_delete,
+        _remove_by_purge,
+        _remove_by_overwrite_without_tags,
+        _remove_by_expiry,
+        _remove_by_eviction,
+        _remove_by_clear,
+    ],
+)
+async def test_tag_index_forgets_tags_whose_objects_are_gone(
+    new_store: Callable[..., MemoryStore],
+    clock: FakeClock,
+    remove_tagged_objects: Callable[[MemoryStore, FakeClock], Coroutine[Any, Any, None]],
+) -> None:
+    store = new_store(max_bytes=4 * ONE_RESPONSE_BYTES)
+    for key in ("a", "b", "c"):
+        await store.set(key, make_response(key, tags={"shared", f"only-{key}"}))
+
+    await remove_tagged_objects(store, clock)
+
+    assert store._keys_by_tag == {}
+
+
+async def test_expiry_heap_stays_bounded_under_rewrites_and_deletes(
+    new_store: Callable[..., MemoryStore],
+) -> None:
+    store = new_store()
+    for _ in range(1000):
+        await store.set("a", make_response("a"))
+    for i in range(1000):
+        await store.set(f"k{i}", make_response("b"))
+        await store.delete(f"k{i}")
+
+    assert len(store._expiry_heap) <= 2 * len(store) + 64
+
+
+async def test_no_method_suspends(new_store: Callable[..., MemoryStore]) -> None:
+    store = new_store()
+
+    assert run_sync(store.set("a", make_response("a", tags={"red"}))) is True
+    assert run_sync(store.get("a")) is not None
+    assert run_sync(store.purge_tags(["red"])) == 1
+    assert run_sync(store.delete("a")) == 0
+    run_sync(store.clear())
+    run_sync(store.aclose())
+
+
+KEYS = ("a", "b", "c", "d", "e")
+TAGS = ("red", "green", "blue")
+MODEL_MAX_BYTES = 3000
+MODEL_MAX_OBJECT_BYTES = 1000
+
+
+class MemoryStoreMachine(RuleBasedStateMachine):
+    """Checks the store against an OrderedDict that evicts least recently used first and drops expired
+    objects before anything else, which is the behaviour MemoryStore promises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.evicted_bytes = 0
+        self.store = MemoryStore(
+            MODEL_MAX_BYTES,
+            clock=self.clock,
+            max_object_bytes=MODEL_MAX_OBJECT_BYTES,
+            on_evict=self._count_eviction,
+        )
+        self.model: OrderedDict[str, StoredResponse] = OrderedDict()  # least recently used first
+        self.model_evicted_bytes = 0
+
+    def _count_eviction(self, size: int) -> None:
+        self.evicted_bytes += size
+
+    def _expire_model(self) -> None:
+        now = self.clock()
+        for key, value in list(self.model.items()):
+            if value.stored_until <= now:
+                del self.model[key]
+                self.model_evicted_bytes += value.size
+
+    @rule(
+        key=st.sampled_from(KEYS),
+        body_length=st.integers(0, 600),
+        tags=st.frozensets(st.sampled_from(TAGS)),
+        # Quarter seconds, like the clock steps, so objects hit the expiry boundary exactly.
+        ttl=st.integers(-2, 20).map(lambda quarters: quarters / 4),
+    )
+    def set(self, key: str, body_length: int, tags: frozenset[str], ttl: float) -> None:
+        now = self.clock()
+        value = make_response(key, body=b"x" * body_length, tags=tags, stored_until=now + ttl, now=now)
+
+        stored = run_sync(self.store.set(key, value))
+
+        self._expire_model()
+        self.model.pop(key, None)
+        fits = value.size <= MODEL_MAX_OBJECT_BYTES and ttl > 0
+        assert stored == fits
+        if fits:
+            while sum(v.size for v in self.model.values()) + value.size > MODEL_MAX_BYTES:
+                _, evicted = self.model.popitem(last=False)
+                self.model_evicted_bytes += evicted.size
+            self.model[key] = value
+
+    @rule(key=st.sampled_from(KEYS))
+    def get(self, key: str) -> None:
+        got = run_sync(self.store.get(key))
+
+        self._expire_model()
+        expected = self.model.get(key)
+        if expected is not None:
+            self.model.move_to_end(key)
+        assert got is expected
+
+    @rule(keys=st.lists(st.sampled_from(KEYS), max_size=3))
+    def delete(self, keys: list[str]) -> None:
+        removed = run_sync(self.store.delete(*keys))
+
+        self._expire_model()
+        present = {key for key in keys if key in self.model}
+        for key in present:
+            del self.model[key]
+        assert removed == len(present)
+
+    @rule(tags=st.frozensets(st.sampled_from(TAGS), max_size=2))
+    def purge(self, tags: frozenset[str]) -> None:
+        removed = run_sync(self.store.purge_tags(tags))
+
+        self._expire_model()
+        tagged = [key for key, value in self.model.items() if value.tags & tags]
+        for key in tagged:
+            del self.model[key]
+        assert removed == len(tagged)
+
+    @rule(seconds=st.integers(1, 12).map(lambda quarters: quarters / 4))
+    def advance_clock(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        current_bytes = self.store.current_bytes
+        self._expire_model()
+        assert current_bytes == sum(value.size for value in self.model.values())
+        assert current_bytes <= MODEL_MAX_BYTES
+        assert len(self.store) == len(self.model)
+        assert self.evicted_bytes == self.model_evicted_bytes
+        expected_index: dict[str, set[str]] = {}
+        for key, value in self.model.items():
+            for tag in value.tags:
+                expected_index.setdefault(tag, set()).add(key)
+        assert self.store._keys_by_tag == expected_index
+
+
+TestMemoryStoreMachine = MemoryStoreMachine.TestCase
+TestMemoryStoreMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
