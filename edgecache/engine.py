@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from cachetools import TTLCache
 
@@ -22,7 +22,8 @@ from edgecache.core.entry import StoredResponse, VaryIndex, response_size
 from edgecache.core.headers import Fields
 from edgecache.core.keys import CacheKey, KeyRecipe, QueryFilter, path_tag, uri_tag, variant_key
 from edgecache.core.policy import Policy, request_vary_values
-from edgecache.core.status import Fwd, Outcome
+from edgecache.core.status import Fwd, Outcome, Reason
+from edgecache.observe.stats import CacheStats
 from edgecache.stores.base import Store
 from edgecache.stores.memory import MemoryStore
 
@@ -51,7 +52,7 @@ class Flight:
 
     def __init__(self) -> None:
         self.done = asyncio.Event()
-        self.entry: StoredResponse | None = None  # set only when the response is storable and shareable
+        self.entry: StoredResponse | None = None  # set only when the response was stored (so shareable)
 
 
 OutcomeListener = Callable[[Outcome, str], None]
@@ -89,8 +90,9 @@ class Cache:
         self.recipe = KeyRecipe(headers=s.key_headers, cookies=s.key_cookies)
         self.query_filter = QueryFilter(ignore=s.query_ignore, allow=s.query_allow)
         self.clock = clock
+        self.stats = CacheStats()
         self.store: Store = store or MemoryStore(
-            s.l1_max_bytes, clock=clock, max_object_bytes=s.max_object_bytes
+            s.l1_max_bytes, clock=clock, max_object_bytes=s.max_object_bytes, on_evict=self.stats.evicted
         )
         self.flights: dict[str, Flight] = {}
         self.hit_for_miss: TTLCache[str, bool] = TTLCache(
@@ -133,6 +135,7 @@ class Cache:
         """Store a response (and the URI's Vary index when it varies); False when it was refused."""
         if self._invalidated_since(token, entry.tags):
             return False  # its content predates an invalidation that covers it
+        self.stats.stored_bytes += entry.size
         if not entry.vary:
             return await self.store.set(primary.digest, replace(entry, key=primary.canonical))
         variant = variant_key(primary, entry.vary, entry.vary_values)
@@ -179,7 +182,7 @@ class Cache:
             self._record_invalidation(None)
             await self.store.clear()
             return 0
-        purged = frozenset(tags) | frozenset(path_tag(p.encode("latin-1")) for p in paths)
+        purged = frozenset(tags) | frozenset(path_tag(_wire_path(p)) for p in paths)
         if not purged:
             return 0
         self._record_invalidation(purged)
@@ -190,6 +193,7 @@ class Cache:
         return await self.invalidate(tags=[uri_tag(uri) for uri in uris])
 
     def _record_invalidation(self, tags: frozenset[str] | None) -> None:
+        self.stats.invalidations += 1
         self._invalidation_seq += 1
         self._invalidations.append((self._invalidation_seq, tags))
 
@@ -206,7 +210,16 @@ class Cache:
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
+    def report_hit(self, reason: Reason, ttl: float, method: str) -> None:
+        """The hit path's ``report``: counts without building an ``Outcome`` unless someone listens."""
+        self.stats.hits[reason] += 1
+        if self.listeners:
+            outcome = Outcome(None, reason, ttl=int(ttl))
+            for listener in self.listeners:
+                listener(outcome, method)
+
     def report(self, outcome: Outcome, method: str) -> None:
+        self.stats.count(outcome)
         for listener in self.listeners:
             listener(outcome, method)
 
@@ -215,6 +228,15 @@ class Cache:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.store.aclose()
+
+
+# Every printable ASCII character but the space: left as it is in a path given to ``invalidate``.
+_PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def _wire_path(path: str) -> bytes:
+    """A path as requests carry it (``raw_path``): other characters percent-encoded as UTF-8."""
+    return quote(path, safe=_PATH_SAFE).encode("ascii")
 
 
 def same_origin_targets(location_values: Iterable[str], uri: Uri) -> list[Uri]:

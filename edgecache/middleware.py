@@ -19,7 +19,9 @@ from edgecache.core.entry import RawHeaders, StoredResponse, response_size
 from edgecache.core.headers import Fields, parse_cookie_header
 from edgecache.core.keys import CacheKey, path_tag, primary_key, uri_components, uri_tag
 from edgecache.core.policy import (
+    HOP_BY_HOP,
     NOT_MODIFIED_FIELDS,
+    NOT_UPDATED_BY_304,
     RequestPlan,
     StorageDecision,
     Use,
@@ -44,6 +46,14 @@ _CLIENT_CONDITIONALS = frozenset(
 )
 
 
+_KEY_MEMO_ENTRIES = 4096
+_KEY_MEMO_MAX_BYTES = 512
+# Request fields that need the full path even when no plan rule looks at them: conditionals, ranges, bodies.
+_PLAIN_HIT_EXCLUDES = frozenset(
+    {"if-none-match", "if-modified-since", "if-range", "range", "content-length", "transfer-encoding"}
+)
+
+
 class CacheInterceptor:
     """Pure-ASGI caching middleware: ``app.add_middleware(CacheInterceptor, default_ttl=60)``.
 
@@ -56,6 +66,15 @@ class CacheInterceptor:
         if cache is not None and options:
             raise TypeError("give either cache= or options, not both")
         self.cache = cache if cache is not None else Cache(Settings.load(options))
+        policy = self.cache.policy
+        # A GET/HEAD carrying none of these fields, for a URI whose stored response has no Vary, is decided
+        # by _plain_hit alone; anything else takes the full path in _Exchange, with the same result.
+        self._plain_excludes = frozenset(
+            name.encode("latin-1") for name in policy.plan_fields | _PLAIN_HIT_EXCLUDES
+        )
+        self._plain_hits = not self.cache.recipe.headers and not self.cache.recipe.cookies
+        # A bounded memo for the plain hit path: request URI parts → key.
+        self._keys: dict[tuple[str, bytes, bytes, bytes], CacheKey] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or SCOPE_KEY in scope:
@@ -63,7 +82,62 @@ class CacheInterceptor:
             # let an inner cache store what the outer one decided not to.
             await self.app(scope, receive, send)
             return
+        if self._plain_hits and scope["method"] in ("GET", "HEAD") and await self._plain_hit(scope, send):
+            return
         await _Exchange(self.app, self.cache, scope, receive, send).run()
+
+    async def _plain_hit(self, scope: Scope, send: Send) -> bool:
+        """The common hit, answered with the least work: True when it was answered.
+
+        Equivalent to the full path for a GET/HEAD without conditionals, ranges, body, cookies,
+        authorization or request directives, whose stored response has no Vary and is fresh.
+        """
+        host = None
+        excludes = self._plain_excludes
+        for name, value in scope["headers"]:
+            if name in excludes or not name.islower():
+                return False  # upper-case names are unusual enough to leave to the full path
+            if name == b"host":
+                host = value
+        if host is None:
+            return False
+        cache = self.cache
+        path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        memo_key = (scope.get("scheme", "http"), host, path, scope.get("query_string", b""))
+        key = self._keys.get(memo_key)
+        if key is None:
+            query = cache.query_filter.apply(memo_key[3])
+            key = primary_key(uri_components(memo_key[0], host.decode("latin-1"), path, query))
+            if len(self._keys) >= _KEY_MEMO_ENTRIES:
+                self._keys.clear()
+            if len(path) + len(memo_key[3]) + len(host) <= _KEY_MEMO_MAX_BYTES:
+                self._keys[memo_key] = key
+        entry = await cache.store.get(key.digest)
+        if type(entry) is not StoredResponse or entry.key != key.canonical or entry.vary:
+            return False
+        now = cache.clock()
+        freshness = entry.freshness
+        age = entry.corrected_initial_age + max(0.0, now - entry.response_time)
+        ttl = freshness.lifetime - age
+        if ttl <= 0 or freshness.no_cache:
+            return False
+        cache.report_hit(Reason.L1, ttl, scope["method"])
+        # Age changes once a second: the headers built for this entry in this second of its age are
+        # reused (the memo lives on the entry, so it is bounded with it and dropped with it).
+        whole_age = int(age)
+        memo = entry.sent_headers
+        if memo and memo[0] == whole_age:
+            headers = memo[1]
+        else:
+            headers = [
+                *entry.headers,
+                (b"age", b"%d" % whole_age),
+                (b"cache-status", render_hit(ttl, Reason.L1)),
+            ]
+            memo[:] = (whole_age, headers)
+        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
+        await send({"type": "http.response.body", "body": entry.body if scope["method"] == "GET" else b""})
+        return True
 
 
 def _has_body(fields: Fields) -> bool:
@@ -105,6 +179,7 @@ class _Exchange:
         "primary",
         "receive",
         "request_time",
+        "room",
         "scope",
         "send",
         "stale",
@@ -119,19 +194,7 @@ class _Exchange:
         self.receive = receive
         self.send = send
         self.body_to_client = scope["method"] != "HEAD"
-        self.flight: Flight | None = None
-        self.stale: StoredResponse | None = None
-        self.mode = "start"  # start → buffer | stream | swallow → done
-        self.client_started = False
-        self.buffer: list[bytes] = []
-        self.buffered = 0
-        self.decision: StorageDecision | None = None
-        self.not_modified: RawHeaders | None = None
-        self.origin_status: int | None = None
-        self.origin_headers: RawHeaders = []
-        self.token = 0
-        self.request_time = 0.0
-        self.fwd: Fwd = Fwd.MISS
+        # Everything else is set on the miss path only (``_fetch``): a hit never pays for it.
 
     # -- the request ------------------------------------------------------------------------------------
 
@@ -157,13 +220,20 @@ class _Exchange:
                 return
             if use.use is Use.STALE or use.use is Use.STALE_WHILE_REVALIDATE:
                 await self._serve_hit(entry, now, use.reason or Reason.MAX_STALE)
-                if use.use is Use.STALE_WHILE_REVALIDATE and primary.digest not in cache.flights:
-                    cache.spawn(_background_refresh(self, entry, query))
+                if (
+                    use.use is Use.STALE_WHILE_REVALIDATE
+                    and plan.store  # a refresh made for this request could not store its response
+                    and primary.digest not in cache.flights
+                ):
+                    # Claim the key now: the refresh task starts later, and every stale hit until then
+                    # would otherwise spawn a refresh of its own.
+                    flight = cache.flights[primary.digest] = Flight()
+                    cache.spawn(_background_refresh(self, entry, query, flight))
                 return
             self.fwd = Fwd.REQUEST if use.reason is Reason.REQUEST_NO_CACHE else Fwd.STALE
         else:
             self.fwd = found.fwd or Fwd.MISS
-        if plan.cache_control.has("only-if-cached") and (entry is None or self.fwd is not Fwd.REQUEST):
+        if plan.cache_control.has("only-if-cached"):
             await self._send_simple(504, Outcome(self.fwd, Reason.ONLY_IF_CACHED))  # RFC 9111 §5.2.1.7
             return
         await self._fetch(entry, query)
@@ -185,7 +255,12 @@ class _Exchange:
                         for k, v in headers
                         if k.lower() in (b"location", b"content-location")
                     ]
-                    await cache.invalidate_uris([uri, *same_origin_targets(locations, uri)])
+                    # The targets are keyed like requests: through the query filter.
+                    targets = [
+                        (t[0], t[1], t[2], cache.query_filter.apply(t[3]))
+                        for t in same_origin_targets(locations, uri)
+                    ]
+                    await cache.invalidate_uris([uri, *targets])
                 headers = _client_headers(cache, headers)
                 headers.append((b"cache-status", status_value))
                 message = {**message, "headers": headers}
@@ -197,7 +272,7 @@ class _Exchange:
 
     async def _serve_hit(self, entry: StoredResponse, now: float, reason: Reason) -> None:
         ttl = entry.ttl(now)
-        self.cache.report(Outcome(None, reason, ttl=int(ttl)), self.scope["method"])
+        self.cache.report_hit(reason, ttl, self.scope["method"])
         await self._serve(entry, now, render_hit(ttl, reason))
 
     async def _serve(self, entry: StoredResponse, now: float, cache_status: bytes) -> None:
@@ -226,11 +301,7 @@ class _Exchange:
                         _range_headers(headers, chosen, len(body)),
                         _slice(body, chosen),
                     )
-        start_headers = [
-            *headers,
-            (b"age", b"%d" % int(entry.current_age(now))),
-            (b"cache-status", cache_status),
-        ]
+        start_headers = [*headers, (b"age", b"%d" % entry.current_age(now)), (b"cache-status", cache_status)]
         await self.send({"type": "http.response.start", "status": status, "headers": start_headers})
         await self.send({"type": "http.response.body", "body": body if self.body_to_client else b""})
 
@@ -242,20 +313,36 @@ class _Exchange:
 
     # -- fetching from the app --------------------------------------------------------------------------
 
-    async def _fetch(self, stale: StoredResponse | None, query: bytes) -> None:
+    async def _fetch(self, stale: StoredResponse | None, query: bytes, flight: Flight | None = None) -> None:
+        """Fetch from the app; ``flight`` is given when the caller already registered this fetch's flight."""
         cache, plan, primary = self.cache, self.plan, self.primary
         self.stale = stale
-        self.flight = None
-        coalesce = plan.store and cache.settings.coalesce and primary.digest not in cache.hit_for_miss
+        self.flight = flight
+        self.mode = "start"  # start → buffer | stream | swallow → done
+        self.client_started = False
+        self.buffer: list[bytes] = []
+        self.buffered = 0
+        self.room = 0  # body bytes that fit in a stored object; known once the response headers are in
+        self.decision: StorageDecision | None = None
+        self.not_modified: RawHeaders | None = None
+        self.origin_status: int | None = None
+        self.origin_headers: RawHeaders = []
+        self.token = 0
+        self.request_time = 0.0
+        coalesce = (
+            flight is None
+            and plan.store
+            and cache.settings.coalesce
+            and primary.digest not in cache.hit_for_miss
+        )
         if coalesce:
             leader = cache.flights.get(primary.digest)
-            if leader is not None:
-                if await self._wait_for(leader):
-                    return
-                if self.plan.store:
-                    coalesce = False  # the leader's response did not suit us: fetch, store if storable
-            if coalesce:
+            if leader is None:
                 self.flight = cache.flights[primary.digest] = Flight()
+            elif await self._wait_for(leader):
+                return
+            # Otherwise the leader was slow (we neither store nor lead: it still does) or its response did
+            # not suit us (we fetch alone, and store if storable).
         try:
             await self._call_app(query)
         finally:
@@ -292,9 +379,11 @@ class _Exchange:
             lname = name.lower()
             if for_storage and lname in _CLIENT_CONDITIONALS:
                 continue
-            if lname == b"cookie" and recipe.cookies:
+            if conditional is not None and lname in (b"if-none-match", b"if-modified-since"):
+                continue  # replaced by the stored validators below: a 304 must be about the stored response
+            if lname == b"cookie" and recipe.cookies and for_storage:
                 # Only the cookies that are part of the key reach the app: any other could personalise
-                # a response that is then shared.
+                # a response that is then shared. (Bypassed requests are never shared: they keep all.)
                 kept = parse_cookie_header([value.decode("latin-1")])
                 pairs = "; ".join(f"{n}={kept[n]}" for n in recipe.cookies if n in kept)
                 if pairs:
@@ -319,6 +408,7 @@ class _Exchange:
             self.stale if self.stale is not None and (self.stale.etag or self.stale.last_modified) else None
         )
         scope = self._app_scope(query, validators, for_storage)
+        cache.stats.origin_fetches += 1
         self.token = cache.fill_token()
         self.request_time = cache.clock()
         timeout = cache.settings.origin_timeout
@@ -396,8 +486,11 @@ class _Exchange:
             response_time=response_time,
         )
         if decision.store:
+            assert decision.entry is not None
+            # The store bounds the whole object (headers, key and overhead too): the body gets the rest.
+            self.room = self.cache.settings.max_object_bytes - decision.entry.size
             length = Fields(headers).get("content-length")
-            if length is not None and length.isdigit() and int(length) > self.cache.settings.max_object_bytes:
+            if length is not None and length.isdigit() and int(length) > self.room:
                 decision = StorageDecision(False, Reason.TOO_LARGE, remember_uncacheable=True)
         self.decision = decision
         if decision.store:
@@ -421,7 +514,7 @@ class _Exchange:
             chunk: bytes = message.get("body", b"")
             self.buffer.append(chunk)
             self.buffered += len(chunk)
-            if self.buffered > self.cache.settings.max_object_bytes:
+            if self.buffered > self.room:
                 await self._give_up_storing(Reason.TOO_LARGE)
                 if message.get("more_body", False) is False:
                     await self._send_body(b"", more=False)
@@ -459,7 +552,8 @@ class _Exchange:
         entry = self.decision.entry
         entry = replace(entry, body=body, size=response_size(entry.headers, body, entry.key))
         stored = await self.cache.store_entry(self.primary, entry, self.token)
-        if self.flight is not None:
+        if self.flight is not None and stored:
+            # Only what was stored: a refused fill may predate an invalidation that a waiter came after.
             self.flight.entry = entry
         self.mode = "done"
         now = self.cache.clock()
@@ -501,20 +595,37 @@ class _Exchange:
             request_time=self.request_time,
             response_time=cache.clock(),
         )
-        entry = decision.entry or self.stale
         stored = False
-        if decision.entry is not None and self.plan.store:
-            stored = await cache.store_entry(self.primary, decision.entry, self.token)
-        elif decision.entry is None:
-            await cache.store.delete(self.primary.digest)  # the 304 made it unstorable (e.g. no-store)
-        if self.flight is not None and decision.entry is not None:
-            self.flight.entry = decision.entry
+        entry = decision.entry
+        if entry is not None:
+            if self.plan.store:
+                stored = await cache.store_entry(self.primary, entry, self.token)
+            if self.flight is not None and stored:
+                self.flight.entry = entry
+        else:
+            # The 304 made it unstorable (Set-Cookie, private, no-store): drop it, and answer this client
+            # alone with the updated response, so that it still gets the fields the 304 carried.
+            await cache.store.delete(self.primary.digest)
+            headers = _updated_headers(self.stale.headers, not_modified)
+            entry = replace(self.stale, headers=_client_headers(cache, headers))
         now = cache.clock()
         outcome = Outcome(
-            Fwd.STALE, Reason.REVALIDATED, stored=stored, fwd_status=304, ttl=int(entry.ttl(now))
+            self.fwd, Reason.REVALIDATED, stored=stored, fwd_status=304, ttl=int(entry.ttl(now))
         )
         cache.report(outcome, self.scope["method"])
         await self._serve(entry, now, outcome.render().encode())
+
+
+# Fields of a 304 that never update a stored response (RFC 9111 §3.2), hop-by-hop fields, and Age.
+_NOT_UPDATED_BY_304 = frozenset(name.encode("latin-1") for name in (*NOT_UPDATED_BY_304, *HOP_BY_HOP, "age"))
+
+
+def _updated_headers(stored: RawHeaders, not_modified: RawHeaders) -> RawHeaders:
+    """RFC 9111 §4.3.4: the stored fields, with those the 304 carries replaced by its values."""
+    update = {k.lower() for k, _ in not_modified} - _NOT_UPDATED_BY_304
+    merged = [(k, v) for k, v in stored if k not in update]
+    merged.extend((k.lower(), v) for k, v in not_modified if k.lower() in update)
+    return merged
 
 
 def _plan(cache: Cache, method: str, fields: Fields) -> RequestPlan:
@@ -555,7 +666,9 @@ def _slice(body: bytes, chosen: ByteRange) -> bytes:
     return body[chosen.first : chosen.last + 1]
 
 
-async def _background_refresh(exchange: _Exchange, entry: StoredResponse, query: bytes) -> None:
+async def _background_refresh(
+    exchange: _Exchange, entry: StoredResponse, query: bytes, flight: Flight
+) -> None:
     """stale-while-revalidate: one refresh per key, its response only stored, never sent anywhere."""
     scope = dict(exchange.scope)
     scope["method"] = "GET"
@@ -573,7 +686,7 @@ async def _background_refresh(exchange: _Exchange, entry: StoredResponse, query:
     refresh.primary = exchange.primary
     refresh.fwd = Fwd.STALE
     try:
-        await refresh._fetch(entry, query)
+        await refresh._fetch(entry, query, flight)
     except Exception:
         # Nobody waits for this response; the stale entry keeps serving until its window closes.
         logger.warning("edgecache: background refresh failed", exc_info=True)

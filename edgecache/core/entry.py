@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -45,6 +46,9 @@ class StoredResponse:
     vary_values: tuple[str | None, ...] = ()
     tags: frozenset[str] = field(default_factory=frozenset)
     size: int = 0  # bytes accounted to the store: body + headers + fixed overhead
+    # The front end's memo of the headers it sent for this entry in the current second of age: the hit
+    # path reuses them instead of rebuilding the list. Not part of the entry's value.
+    sent_headers: list[Any] = field(default_factory=list, compare=False, repr=False, hash=False)
 
     def current_age(self, now: float) -> float:
         # RFC 9111 §4.2.3: corrected_initial_age + resident_time

@@ -102,9 +102,10 @@ def parse_delta_seconds(value: str | None) -> int | None:
     text = unquote(value)
     if not text or not text.isascii() or not text.isdigit():
         return None
-    if len(text) > 10:  # anything this long is beyond 2**31 anyway; skip the big-int conversion
+    digits = text.lstrip("0")  # leading zeros do not make a value large
+    if len(digits) > 10:  # anything this long is beyond 2**31 anyway; skip the big-int conversion
         return DELTA_SECONDS_MAX
-    return min(int(text), DELTA_SECONDS_MAX)
+    return min(int(digits or "0"), DELTA_SECONDS_MAX)
 
 
 _NUMERIC = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error", "min-fresh"})
@@ -272,6 +273,8 @@ def normalize_accept_encoding(value: str) -> str:
     stays small whatever clients send.
     """
     accepted: set[str] = set()
+    refused_codings: set[str] = set()  # RFC 9110 §12.5.3: "*" stands only for codings not listed
+    star = False
     for member in split_list(value.lower()):
         coding, _, params = member.partition(";")
         coding = _ALIASES.get(coding.strip(), coding.strip())
@@ -284,11 +287,13 @@ def normalize_accept_encoding(value: str) -> str:
                 except ValueError:
                     refused = True
         if refused:
-            continue
-        if coding == "*":
-            accepted.update(_KNOWN_CODINGS)
+            refused_codings.add(coding)
+        elif coding == "*":
+            star = True
         elif coding in _KNOWN_CODINGS:
             accepted.add(coding)
+    if star:
+        accepted.update(c for c in _KNOWN_CODINGS if c not in refused_codings)
     return ",".join(sorted(accepted))
 
 

@@ -279,12 +279,12 @@ def _decide(
     if cache_control.has("no-store"):
         return _not_stored(Reason.NO_STORE)
     private_fields = cache_control.field_names("private")
-    if cache_control.has("private") and private_fields is None:
+    if cache_control.has("private") and not private_fields:  # unqualified, or an empty (malformed) list
         return _not_stored(Reason.PRIVATE)
     vary = parse_vary(fields.get_all("vary"))
     if vary is None:
         return _not_stored(Reason.VARY_STAR)
-    if "set-cookie" in fields:
+    if "set-cookie" in fields and not (private_fields and "set-cookie" in private_fields):  # §5.2.2.7
         return _not_stored(Reason.SET_COOKIE)
     if "authorization" in request_fields and not (
         cache_control.has("public") or cache_control.has("s-maxage") or cache_control.has("must-revalidate")
@@ -298,8 +298,14 @@ def _decide(
     lifetime, source = freshness_lifetime(status, cache_control, fields, policy, targeted, response_time)
     no_cache = cache_control.has("no-cache")  # qualified or not: always revalidate (§5.2.2.4 allows it)
     has_s_maxage = cache_control.has("s-maxage")
-    swr = float(cache_control.seconds("stale-while-revalidate") or policy.default_stale_while_revalidate)
-    sie = float(cache_control.seconds("stale-if-error") or policy.default_stale_if_error)
+    # The origin's own stale-* values (an explicit 0 included) win over the operator's defaults; with
+    # s-maxage, only what the origin granted explicitly applies (§5.2.2.10).
+    swr = _seconds_or(
+        cache_control,
+        "stale-while-revalidate",
+        0.0 if has_s_maxage else policy.default_stale_while_revalidate,
+    )
+    sie = _seconds_or(cache_control, "stale-if-error", 0.0 if has_s_maxage else policy.default_stale_if_error)
     explicit_stale_grant = cache_control.has("stale-while-revalidate") or cache_control.has("stale-if-error")
     must_revalidate = (
         cache_control.has("must-revalidate")
@@ -362,6 +368,11 @@ def _decide(
     return StorageDecision(True, Reason.STORED, entry)
 
 
+def _seconds_or(cache_control: CacheControl, name: str, default: float) -> float:
+    seconds = cache_control.seconds(name)
+    return default if seconds is None else float(seconds)
+
+
 def request_vary_values(vary: tuple[str, ...], request_fields: Fields) -> tuple[str | None, ...]:
     """The request's normalised values of the Vary fields (RFC 9111 §4.1); None marks an absent field."""
     return tuple(normalize_vary_value(name, request_fields.get_all(name)) for name in vary)
@@ -414,7 +425,8 @@ def decide_use(entry: StoredResponse, request_cc: CacheControl, now: float) -> S
     max_stale = request_cc.max_stale if request_cc.directives else None
     if max_stale is not None and staleness <= max_stale:
         return ServeDecision(Use.STALE, Reason.MAX_STALE)  # §5.2.1.2
-    if staleness <= freshness.stale_while_revalidate:
+    if freshness.stale_while_revalidate > 0 and staleness <= freshness.stale_while_revalidate:
+        # A zero window grants nothing: without it, a response stale by exactly 0 s would be served.
         return ServeDecision(Use.STALE_WHILE_REVALIDATE, Reason.STALE_WHILE_REVALIDATE)
     return ServeDecision(Use.REVALIDATE, None)
 
@@ -424,7 +436,9 @@ def may_serve_stale_on_error(entry: StoredResponse, now: float) -> bool:
     freshness = entry.freshness
     if freshness.must_revalidate or freshness.no_cache:
         return False
-    return -entry.ttl(now) <= freshness.stale_if_error
+    ttl = entry.ttl(now)
+    # Fresh (ttl > 0) always may; a stale one only inside a granted (non-zero) window.
+    return ttl > 0 or (freshness.stale_if_error > 0 and -ttl <= freshness.stale_if_error)
 
 
 def freshen(
@@ -438,9 +452,16 @@ def freshen(
     response_time: float,
 ) -> StorageDecision:
     """RFC 9111 §4.3.4: update a stored response with the fields of a 304 and recompute its freshness."""
-    replaced = {k.lower() for k, _ in not_modified_headers} - NOT_UPDATED_BY_304 - HOP_BY_HOP
-    merged = [(k, v) for k, v in entry.headers if k not in replaced]
-    merged.extend((k.lower(), v) for k, v in not_modified_headers if k.lower() in replaced)
+    update = Fields(not_modified_headers)
+    connection = {n.strip().lower() for n in (update.joined("connection") or "").split(",")}
+    # Names compared as str: the NOT_UPDATED_BY_304 and HOP_BY_HOP sets hold str, the headers bytes.
+    replaced = set(update.names()) - NOT_UPDATED_BY_304 - HOP_BY_HOP - connection
+    merged = [(k, v) for k, v in entry.headers if k.decode("latin-1") not in replaced]
+    merged.extend((k.lower(), v) for k, v in not_modified_headers if k.decode("latin-1").lower() in replaced)
+    # Origin tags live in Surrogate-Key / Cache-Tag, which are usually stripped before storing: keep the
+    # stored ones unless the 304 sends new tag fields (which then replace them).
+    new_tags = "surrogate-key" in replaced or "cache-tag" in replaced
+    tags = frozenset(t for t in entry.tags if not new_tags or t.startswith(("uri:", "path:")))
     return _decide(
         replace(plan, store=True),
         request_fields,
@@ -450,7 +471,7 @@ def freshen(
         entry.body,
         entry.key,
         entry.vary_values,
-        frozenset(t for t in entry.tags if t.startswith(("uri:", "path:"))),
+        tags,
         policy,
         request_time,
         response_time,

@@ -36,11 +36,10 @@ def select_range(range_header: str, if_range: str | None, etag: str | None, size
     if unit.strip().lower() != "bytes" or "," in spec or len(spec) > 64:
         return None
     first_text, dash, last_text = spec.strip().partition("-")
-    if (
-        not dash
-        or not (first_text.isdigit() or first_text == "")
-        or not (last_text.isdigit() or last_text == "")
-    ):
+    # str.isdigit() also accepts non-ASCII digits such as "²", which int() rejects: 1*DIGIT is ASCII only.
+    if not dash or not (first_text + last_text).isascii():
+        return None
+    if not (first_text.isdigit() or first_text == "") or not (last_text.isdigit() or last_text == ""):
         return None
     if first_text == "":
         if last_text == "":

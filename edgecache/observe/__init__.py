@@ -1,0 +1,1 @@
+"""Observation: counters kept by the engine (cheap on the hit path) and exporters that read them."""

@@ -1,0 +1,52 @@
+"""Prometheus export of a ``Cache``'s counters, read at scrape time.
+
+    from prometheus_client import REGISTRY, make_asgi_app
+    REGISTRY.register(CacheCollector(cache))
+    app.mount("/metrics", make_asgi_app())
+
+Labels are the outcome, the reason token (the ``Cache-Status`` detail) and the tier; never a raw path, key
+or user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edgecache.engine import Cache
+
+
+class CacheCollector(Collector):
+    def __init__(self, cache: Cache, prefix: str = "edgecache") -> None:
+        self.cache = cache
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.cache.stats
+        p = self.prefix
+        requests = CounterMetricFamily(
+            f"{p}_requests",
+            "Requests by cache outcome, reason and answering tier",
+            labels=["outcome", "reason", "tier"],
+        )
+        for (outcome, reason, tier), count in sorted(stats.requests().items()):
+            requests.add_metric([outcome, reason, tier], count)
+        yield requests
+        yield CounterMetricFamily(
+            f"{p}_origin_fetches", "Calls made to the app or upstream", value=stats.origin_fetches
+        )
+        yield CounterMetricFamily(
+            f"{p}_coalesced_waiters",
+            "Requests answered by a concurrent request's fetch",
+            value=stats.coalesced,
+        )
+        yield CounterMetricFamily(f"{p}_stored_bytes", "Bytes of responses stored", value=stats.stored_bytes)
+        yield CounterMetricFamily(
+            f"{p}_evicted_bytes", "Bytes evicted from L1 for space or expiry", value=stats.evicted_bytes
+        )
+        yield CounterMetricFamily(f"{p}_invalidations", "Invalidations applied", value=stats.invalidations)
+        size = getattr(self.cache.store, "current_bytes", None)
+        if isinstance(size, int):
+            yield GaugeMetricFamily(f"{p}_l1_bytes", "Bytes held by the in-memory tier", value=size)
