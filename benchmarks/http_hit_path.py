@@ -62,6 +62,18 @@ class BenchmarkError(Exception):
     """A problem that makes the measurement meaningless; reported as one clear message."""
 
 
+# On a 2-core machine the server under test and wrk each get a core of their own (when taskset exists),
+# so the load generator does not steal cycles from whichever server happens to be measured.
+SERVER_CPU, WRK_CPU = "0", "1"
+
+
+def pin(cpu: str) -> list[str]:
+    taskset = shutil.which("taskset")
+    if taskset is None or (os.cpu_count() or 1) < 2:
+        return []
+    return [taskset, "-c", cpu]
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     name: str
@@ -132,7 +144,7 @@ def parse_wrk(output: str) -> WrkResult:
 
 def run_wrk(wrk: str, port: int, connections: int, duration: int) -> WrkResult:
     url = f"http://{HOST}:{port}{PATH}"
-    cmd = [wrk, "--latency", "-t1", f"-c{connections}", f"-d{duration}s", url]
+    cmd = [*pin(WRK_CPU), wrk, "--latency", "-t1", f"-c{connections}", f"-d{duration}s", url]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + WRK_GRACE, check=False)
     except subprocess.TimeoutExpired as exc:
@@ -189,6 +201,7 @@ class Server:
 
     def command(self) -> list[str]:
         return [
+            *pin(SERVER_CPU),
             sys.executable,
             "-m",
             "uvicorn",
@@ -379,17 +392,23 @@ def measure(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
             "socket_errors": sum(r.socket_errors for r in runs),
             "rounds": [asdict(r) for r in runs],
         }
+    # Ratios are taken per round (the servers of one round run back to back, so they share the machine's
+    # momentary speed) and the median of those is reported: on a shared machine the absolute numbers
+    # drift by tens of percent between rounds.
     ratios: dict[str, Any] = {}
     for name in ("wrapped", "cached"):
-        throughput_ratio = results[name]["requests_per_sec"] / results["bare"]["requests_per_sec"]
-        p99_ratio = results[name]["p99_ms"] / results["bare"]["p99_ms"]
+        pairs = list(zip(per_round[name], per_round["bare"], strict=True))
+        throughput_ratio = statistics.median(r.requests_per_sec / b.requests_per_sec for r, b in pairs)
+        p99_ratio = statistics.median(r.p99_ms / b.p99_ms for r, b in pairs)
         ratios[f"{name}_over_bare_throughput"] = {
             "value": throughput_ratio,
+            "per_round": [r.requests_per_sec / b.requests_per_sec for r, b in pairs],
             "target": f">= {TARGET_THROUGHPUT_RATIO}",
             "met": throughput_ratio >= TARGET_THROUGHPUT_RATIO,
         }
         ratios[f"{name}_over_bare_p99"] = {
             "value": p99_ratio,
+            "per_round": [r.p99_ms / b.p99_ms for r, b in pairs],
             "target": f"<= {TARGET_P99_RATIO}",
             "met": p99_ratio <= TARGET_P99_RATIO,
         }
@@ -400,7 +419,7 @@ def measure(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
             "rounds": args.rounds,
             "warmup_s": args.warmup,
             "threads": 1,
-            "statistic": "median over rounds",
+            "statistic": "median over rounds; ratios: median of per-round ratios",
         },
         "environment": _environment(wrk),
         "servers": results,
@@ -412,7 +431,7 @@ def render_table(report: dict[str, Any]) -> str:
     cfg = report["config"]
     lines = [
         f"wrk --latency -t1 -c{cfg['connections']} -d{cfg['duration_s']}s, {cfg['rounds']} round(s), "
-        f"median per server; GET http://{HOST}:<port>{PATH}",
+        f"median per server, ratios = median of per-round ratios; GET http://{HOST}:<port>{PATH}",
         "",
         f"{'server':<32}{'requests/s':>13}{'p50 (ms)':>11}{'p99 (ms)':>11}",
         "-" * 67,
@@ -431,6 +450,7 @@ def render_table(report: dict[str, Any]) -> str:
         p99 = report["ratios"][f"{name}_over_bare_p99"]
         lines += [
             f"{name} hit / bare throughput: {tput['value']:.3f}x  "
+            f"(rounds: {', '.join(f'{v:.2f}' for v in tput['per_round'])})  "
             f"(target >= {TARGET_THROUGHPUT_RATIO}x)  {'met' if tput['met'] else 'NOT MET'}",
             f"{name} p99 / bare p99:        {p99['value']:.3f}x  "
             f"(target <= {TARGET_P99_RATIO}x)  {'met' if p99['met'] else 'NOT MET'}",
@@ -464,12 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--connections", type=_positive_int, default=32, help="wrk -c (default: 32)")
-    parser.add_argument("--duration", type=_positive_int, default=8, help="seconds per wrk run (default: 8)")
+    parser.add_argument("--duration", type=_positive_int, default=5, help="seconds per wrk run (default: 5)")
     parser.add_argument(
         "--rounds",
         type=_positive_int,
-        default=3,
-        help="wrk runs per server, server order rotated each round; the median is reported (default: 3)",
+        default=5,
+        help="wrk runs per server, server order rotated each round; the median is reported (default: 5)",
     )
     parser.add_argument(
         "--warmup", type=_non_negative_int, default=2, help="seconds of wrk warm-up per server (default: 2)"

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgecache.config import Settings
-from edgecache.core.entry import RawHeaders, StoredResponse, response_size
+from edgecache.core.entry import CacheObject, RawHeaders, StoredResponse, response_size
 from edgecache.core.headers import Fields, parse_cookie_header
 from edgecache.core.keys import CacheKey, path_tag, primary_key, uri_components, uri_tag
 from edgecache.core.policy import (
@@ -73,6 +74,10 @@ class CacheInterceptor:
             name.encode("latin-1") for name in policy.plan_fields | _PLAIN_HIT_EXCLUDES
         )
         self._plain_hits = not self.cache.recipe.headers and not self.cache.recipe.cookies
+        # A store with a synchronous read (the memory L1) is read without a coroutine on the hit path.
+        self._get_nowait: Callable[[str], CacheObject | None] | None = getattr(
+            self.cache.store, "get_nowait", None
+        )
         # A bounded memo for the plain hit path: request URI parts → key.
         self._keys: dict[tuple[str, bytes, bytes, bytes], CacheKey] = {}
 
@@ -112,7 +117,8 @@ class CacheInterceptor:
                 self._keys.clear()
             if len(path) + len(memo_key[3]) + len(host) <= _KEY_MEMO_MAX_BYTES:
                 self._keys[memo_key] = key
-        entry = await cache.store.get(key.digest)
+        get_nowait = self._get_nowait
+        entry = get_nowait(key.digest) if get_nowait is not None else await cache.store.get(key.digest)
         if type(entry) is not StoredResponse or entry.key != key.canonical or entry.vary:
             return False
         now = cache.clock()
@@ -121,7 +127,10 @@ class CacheInterceptor:
         ttl = freshness.lifetime - age
         if ttl <= 0 or freshness.no_cache:
             return False
-        cache.report_hit(Reason.L1, ttl, scope["method"])
+        if cache.listeners:
+            cache.report_hit(Reason.L1, ttl, scope["method"])
+        else:
+            cache.stats.hits[Reason.L1] += 1
         # Age changes once a second: the headers built for this entry in this second of its age are
         # reused (the memo lives on the entry, so it is bounded with it and dropped with it).
         whole_age = int(age)
