@@ -275,6 +275,7 @@ class _Exchange:
                 message = {**message, "headers": headers}
             await self.send(message)
 
+        cache.stats.origin_fetches += 1
         await self.app(self._app_scope(query, conditional=None, for_storage=False), self.receive, send)
 
     # -- serving from storage ---------------------------------------------------------------------------

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import edgecache
 
 
@@ -9,9 +12,6 @@ def test_public_names_are_exported_sorted():
 
 def test_import_connects_to_nothing():
     # A fresh interpreter imports edgecache with no Redis reachable and no network.
-    import subprocess
-    import sys
-
     code = "import socket\nsocket.socket.connect = None\nimport edgecache, edgecache.middleware\nprint('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "ok", result.stderr
