@@ -121,6 +121,12 @@ class Settings:
 
     redis_url: str | None = None
     namespace: str = "edgecache"
+    redis_timeout: float = 0.25  # per Redis call on the request path
+    redis_breaker_failures: int = 5  # failures in a row that open the breaker (L2 skipped)
+    redis_breaker_reset: float = 5.0  # seconds before a half-open probe
+    l1_max_ttl: float = 30.0  # longest life of an L1 copy when L2 is configured
+    subscriber_heartbeat: float = 1.0  # seconds of silence before the invalidation channel is pinged
+    generation_check_interval: float = 1.0  # how often the Redis generation token is compared
     default_ttl: float = 60.0
     l1_max_bytes: int = 64 * 1024 * 1024
     max_object_bytes: int = 1024 * 1024
@@ -175,10 +181,9 @@ class Settings:
             raise ConfigError("max_object_bytes: must not exceed l1_max_bytes")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("redis_url: expected redis://, rediss:// or unix:// URL")
-        if self.redis_url is not None:
-            raise ConfigError(
-                "redis_url: the Redis tier (L2) is not available in this release; leave it unset"
-            )
+        for name in ("redis_timeout", "subscriber_heartbeat", "generation_check_interval", "l1_max_ttl"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be greater than 0")
         if self.cdn_origin is not None or self.cdn_paths:
             raise ConfigError(
                 "cdn_origin: CDN URL rewriting is not available in this release; leave it unset"
@@ -190,6 +195,12 @@ class Settings:
 _PARSERS: dict[str, Callable[[object], Any]] = {
     "redis_url": parse_optional_str,
     "namespace": lambda v: str(v).strip(),
+    "redis_timeout": parse_seconds,
+    "redis_breaker_failures": parse_positive_int,
+    "redis_breaker_reset": parse_seconds,
+    "l1_max_ttl": parse_seconds,
+    "subscriber_heartbeat": parse_seconds,
+    "generation_check_interval": parse_seconds,
     "default_ttl": parse_seconds,
     "l1_max_bytes": parse_positive_int,
     "max_object_bytes": parse_positive_int,

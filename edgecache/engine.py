@@ -9,23 +9,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from cachetools import TTLCache
 
 from edgecache.config import Settings
-from edgecache.core.entry import StoredResponse, VaryIndex, response_size
+from edgecache.core.breaker import CircuitBreaker
+from edgecache.core.entry import CacheObject, StoredResponse, VaryIndex, response_size, stale_now
 from edgecache.core.headers import Fields
-from edgecache.core.keys import CacheKey, KeyRecipe, QueryFilter, path_tag, uri_tag, variant_key
+from edgecache.core.invalidation import DomainEvent, EventRules, Invalidation, SeenIds, new_invalidation
+from edgecache.core.keys import CacheKey, KeyRecipe, QueryFilter, path_tag, prefix_tag, uri_tag, variant_key
 from edgecache.core.policy import Policy, request_vary_values
 from edgecache.core.status import Fwd, Outcome, Reason
 from edgecache.observe.stats import CacheStats
 from edgecache.stores.base import Store
 from edgecache.stores.memory import MemoryStore
+from edgecache.stores.redis import RedisStore
+from edgecache.stores.tiered import TieredStore
+
+if TYPE_CHECKING:
+    from edgecache.shared import SharedTier
 
 logger = logging.getLogger("edgecache")
 
@@ -39,6 +47,7 @@ HIT_FOR_MISS_MAX_KEYS = 100_000
 class Lookup:
     entry: StoredResponse | None
     fwd: Fwd | None  # how a miss is reported: uri-miss or vary-miss
+    tier: Reason = Reason.L1  # which tier held the entry
 
 
 _URI_MISS = Lookup(None, Fwd.URI_MISS)
@@ -91,33 +100,57 @@ class Cache:
         self.query_filter = QueryFilter(ignore=s.query_ignore, allow=s.query_allow)
         self.clock = clock
         self.stats = CacheStats()
-        self.store: Store = store or MemoryStore(
-            s.l1_max_bytes, clock=clock, max_object_bytes=s.max_object_bytes, on_evict=self.stats.evicted
-        )
+        self.shared: SharedTier | None = None
+        if store is None:
+            store = MemoryStore(
+                s.l1_max_bytes, clock=clock, max_object_bytes=s.max_object_bytes, on_evict=self.stats.evicted
+            )
+            if s.redis_url is not None:
+                l2 = RedisStore.from_url(
+                    s.redis_url,
+                    namespace=s.namespace,
+                    clock=clock,
+                    max_object_bytes=s.max_object_bytes,
+                    op_timeout=s.redis_timeout,
+                )
+                breaker = CircuitBreaker(s.redis_breaker_failures, s.redis_breaker_reset)
+                store = TieredStore(store, l2, clock=clock, l1_max_ttl=s.l1_max_ttl, breaker=breaker)
+                from edgecache.shared import SharedTier  # noqa: PLC0415 - it imports this module
+
+                self.shared = SharedTier(self, store)
+        self.store: Store = store
         self.flights: dict[str, Flight] = {}
         self.hit_for_miss: TTLCache[str, bool] = TTLCache(
             HIT_FOR_MISS_MAX_KEYS, ttl=s.hit_for_miss_ttl or 1e-9, timer=clock
         )
         self.listeners: list[OutcomeListener] = []
+        self.event_rules: EventRules | None = None
+        self._seen_events = SeenIds()
         self._background: set[asyncio.Task[Any]] = set()
         self._invalidation_seq = 0
         self._invalidations: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=INVALIDATION_LOG_SIZE)
 
     # -- lookups and fills ----------------------------------------------------------------------------
 
+    async def _get(self, key: str) -> tuple[CacheObject | None, Reason]:
+        store = self.store
+        if isinstance(store, TieredStore):
+            return await store.get_tiered(key)
+        return await store.get(key), Reason.L1
+
     async def lookup(self, primary: CacheKey, request_fields: Fields) -> Lookup:
-        found = await self.store.get(primary.digest)
+        found, tier = await self._get(primary.digest)
         if found is None:
             return _URI_MISS
         if found.key != primary.canonical:
             return _URI_MISS  # a foreign object under our digest: never served
         if isinstance(found, StoredResponse):
-            return Lookup(found, None)
+            return Lookup(found, None, tier)
         variant = variant_key(primary, found.vary, request_vary_values(found.vary, request_fields))
-        entry = await self.store.get(variant.digest)
+        entry, tier = await self._get(variant.digest)
         if not isinstance(entry, StoredResponse) or entry.key != variant.canonical:
             return _VARY_MISS
-        return Lookup(entry, None)
+        return Lookup(entry, None, tier)
 
     def fill_token(self) -> int:
         """Taken when a fetch starts: ``store_entry`` refuses its result if its tags were purged since."""
@@ -171,22 +204,109 @@ class Cache:
     # -- invalidation -----------------------------------------------------------------------------------
 
     async def invalidate(
-        self, *, tags: Iterable[str] = (), paths: Iterable[str] = (), everything: bool = False
+        self,
+        *,
+        tags: Iterable[str] = (),
+        paths: Iterable[str] = (),
+        prefixes: Iterable[str] = (),
+        soft: bool = False,
+        everything: bool = False,
     ) -> int:
-        """Drop stored responses by tag (``Surrogate-Key``/``Cache-Tag``) or by path (any host, any query).
+        """Drop stored responses by tag (``Surrogate-Key``/``Cache-Tag``), by path (any host, any query)
+        or by path prefix (on segment boundaries); ``soft`` marks them stale instead (served while one
+        refresh runs, where the response allows stale use); ``everything`` purges all.
 
-        Returns how many stored objects were removed. Fills in flight that the purge covers will not store
-        their (older) content afterwards.
+        With a Redis tier the invalidation is applied to L2 and published, so every node drops it from its
+        L1 too. Returns how many stored objects this node removed or marked. Fills in flight that the
+        invalidation covers do not store their (older) content afterwards.
         """
-        if everything:
+        invalidation = new_invalidation(
+            tags=tuple(tags), paths=tuple(paths), prefixes=tuple(prefixes), soft=soft, everything=everything
+        )
+        if self.shared is not None:
+            self.shared.claim_locally(invalidation)
+        count = await self.apply_invalidation(invalidation, shared=True)
+        if self.shared is not None:
+            await self.shared.publish(invalidation)
+        return count
+
+    async def apply_invalidation(self, invalidation: Invalidation, *, shared: bool) -> int:
+        """Apply one invalidation to this node's L1 and, when ``shared``, to L2 as well."""
+        tiered = self.store if isinstance(self.store, TieredStore) else None
+        if invalidation.everything or "/" in invalidation.prefixes:
             self._record_invalidation(None)
-            await self.store.clear()
+            if tiered is None:
+                await self.store.clear()
+            else:
+                await tiered.clear_l1()
+                if shared and self.shared is not None:
+                    await self.shared.bump_generation()
             return 0
-        purged = frozenset(tags) | frozenset(path_tag(_wire_path(p)) for p in paths)
+        purged = invalidation_tags(invalidation)
         if not purged:
             return 0
         self._record_invalidation(purged)
+        if invalidation.soft:
+            return await self._soften(purged, shared)
+        if tiered is not None and not shared:
+            return await tiered.purge_l1_tags(purged)
         return await self.store.purge_tags(purged)
+
+    async def _soften(self, tags: frozenset[str], shared: bool) -> int:
+        """Soft purge: the tagged responses become stale now, keeping their stale-while-revalidate window."""
+        now = self.clock()
+        memory = self.store.l1 if isinstance(self.store, TieredStore) else self.store
+        count = 0
+        if isinstance(memory, MemoryStore):
+            for key in memory.keys_with_tags(tags):
+                entry = memory.get_nowait(key)
+                if isinstance(entry, StoredResponse):
+                    await memory.set(key, stale_now(entry, now))
+                    count += 1
+        if shared and isinstance(self.store, TieredStore):
+            count += await self.store.soften_l2(tags, lambda entry: stale_now(entry, self.clock()))
+        return count
+
+    def note_external_invalidation(self) -> None:
+        """Something outside this node may have changed anything (a generation change): fills in flight
+        must not store."""
+        self._record_invalidation(None)
+
+    # -- domain events ----------------------------------------------------------------------------------
+
+    def on_events(self, rules: Mapping[str, Sequence[str]]) -> None:
+        """Map domain events to tags::
+
+            cache.on_events({"payment.completed": ["user:{user_id}", "contract:{contract_id}"]})
+
+        Raises ``ValueError`` naming a malformed template. Rules add to those given before.
+        """
+        merged = dict(self.event_rules.rules) if self.event_rules is not None else {}
+        for event_type, templates in rules.items():
+            merged[event_type] = [*merged.get(event_type, []), *templates]
+        self.event_rules = EventRules(merged)
+
+    async def publish_event(
+        self, event_type: str, data: Mapping[str, Any], *, event_id: str | None = None
+    ) -> None:
+        """Publish a domain event: every node drops the tags the rules map it to, once per event id."""
+        event = DomainEvent(id=event_id or uuid.uuid4().hex, type=event_type, data=dict(data))
+        if self.shared is not None:
+            await self.shared.publish_event(event)
+            return
+        invalidation = self.invalidation_for_event(event)
+        if invalidation is not None and self._seen_events.first_time(invalidation.id, time.monotonic()):
+            await self.apply_invalidation(invalidation, shared=True)
+
+    def invalidation_for_event(self, event: DomainEvent) -> Invalidation | None:
+        if self.event_rules is None:
+            return None
+        tags, problems = self.event_rules.tags_for(event)
+        for problem in problems:
+            logger.warning("edgecache: event %s (%s): %s", event.id, event.type, problem)
+        if not tags:
+            return None
+        return Invalidation(id=f"event:{event.id}", tags=tuple(tags))
 
     async def invalidate_uris(self, uris: Iterable[Uri]) -> int:
         """RFC 9111 §4.4: drop every stored response (all variants) of these target URIs."""
@@ -223,15 +343,41 @@ class Cache:
         for listener in self.listeners:
             listener(outcome, method)
 
+    def start(self) -> None:
+        """Start the shared tier's background work (subscriber, generation watch); idempotent, needs a
+        running loop. The middleware calls it at lifespan start-up, or on the first request without one."""
+        if self.shared is not None:
+            self.shared.start()
+
+    async def start_and_wait(self, within: float = 2.0) -> bool:
+        """``start``, then wait (bounded) until the shared tier is usable; True when it is (or not needed)."""
+        self.start()
+        if self.shared is None:
+            return True
+        return await self.shared.wait_ready(within)
+
     async def aclose(self) -> None:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.shared is not None:
+            await self.shared.aclose()
         await self.store.aclose()
 
 
 # Every printable ASCII character but the space: left as it is in a path given to ``invalidate``.
 _PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def invalidation_tags(invalidation: Invalidation) -> frozenset[str]:
+    """The stored-object tags an invalidation drops: its tags, and the internal path and prefix tags."""
+    tags = set(invalidation.tags)
+    tags.update(path_tag(_wire_path(p)) for p in invalidation.paths)
+    for prefix in invalidation.prefixes:
+        tag = prefix_tag(_wire_path(prefix))
+        if tag is not None:
+            tags.add(tag)
+    return frozenset(tags)
 
 
 def _wire_path(path: str) -> bytes:

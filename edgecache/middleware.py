@@ -74,6 +74,7 @@ class CacheInterceptor:
             name.encode("latin-1") for name in policy.plan_fields | _PLAIN_HIT_EXCLUDES
         )
         self._plain_hits = not self.cache.recipe.headers and not self.cache.recipe.cookies
+        self._started = False
         # A store with a synchronous read (the memory L1) is read without a coroutine on the hit path.
         self._get_nowait: Callable[[str], CacheObject | None] | None = getattr(
             self.cache.store, "get_nowait", None
@@ -82,6 +83,14 @@ class CacheInterceptor:
         self._keys: dict[tuple[str, bytes, bytes, bytes], CacheKey] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.cache.shared is not None:
+            # The shared tier starts and stops with the app; an L1-only cache has nothing to start.
+            await self.app(scope, self._lifespan_receive(receive), self._lifespan_send(send))
+            return
+        if not self._started:
+            # No lifespan (or a server that skips it): start the shared tier's background work now.
+            self._started = True
+            self.cache.start()
         if scope["type"] != "http" or SCOPE_KEY in scope:
             # Not HTTP, or already inside another CacheInterceptor: caching twice would double-count and
             # let an inner cache store what the outer one decided not to.
@@ -90,6 +99,26 @@ class CacheInterceptor:
         if self._plain_hits and scope["method"] in ("GET", "HEAD") and await self._plain_hit(scope, send):
             return
         await _Exchange(self.app, self.cache, scope, receive, send).run()
+
+    def _lifespan_receive(self, receive: Receive) -> Receive:
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup" and not self._started:
+                self._started = True
+                # Bounded: a node whose Redis is down still starts, serving from the app meanwhile.
+                if not await self.cache.start_and_wait():
+                    logger.warning("edgecache: Redis not reachable at start-up; shared tier joins later")
+            return message
+
+        return wrapped
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete":
+                await self.cache.aclose()  # after the app's own shutdown: it may still invalidate
+            await send(message)
+
+        return wrapped
 
     async def _plain_hit(self, scope: Scope, send: Send) -> bool:
         """The common hit, answered with the least work: True when it was answered.
@@ -225,7 +254,7 @@ class _Exchange:
             now = cache.clock()
             use = decide_use(entry, plan.cache_control, now)
             if use.use is Use.FRESH:
-                await self._serve_hit(entry, now, Reason.L1)
+                await self._serve_hit(entry, now, found.tier)
                 return
             if use.use is Use.STALE or use.use is Use.STALE_WHILE_REVALIDATE:
                 await self._serve_hit(entry, now, use.reason or Reason.MAX_STALE)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 RawHeaders = list[tuple[bytes, bytes]]
@@ -57,6 +57,14 @@ class StoredResponse:
     def ttl(self, now: float) -> float:
         """Remaining freshness in seconds (negative once stale), as RFC 9211's ``ttl`` parameter."""
         return self.freshness.lifetime - self.current_age(now)
+
+
+def stale_now(entry: StoredResponse, now: float) -> StoredResponse:
+    """The entry made stale at ``now`` (a soft purge): its stale-while-revalidate window starts now."""
+    age = entry.current_age(now)
+    if entry.freshness.lifetime <= age:
+        return entry
+    return replace(entry, freshness=replace(entry.freshness, lifetime=age), sent_headers=[])
 
 
 @dataclass(frozen=True, slots=True)

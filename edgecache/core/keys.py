@@ -153,3 +153,26 @@ def uri_tag(uri: tuple[bytes, bytes, bytes, bytes]) -> str:
 def path_tag(path: bytes) -> str:
     """The internal tag of a path on any host and with any query string, for purges by path."""
     return "path:" + digest(canonical(b"a", path))
+
+
+# Prefix purges match on path segments, up to this depth; a deeper prefix is matched by its first
+# PREFIX_DEPTH segments, which purges more than asked (safe) but keeps the tags per entry bounded.
+PREFIX_DEPTH = 4
+
+
+def prefix_tags(path: bytes) -> list[str]:
+    """The internal tags that let a purge by prefix find this path: one per leading segment."""
+    segments = [s for s in path.split(b"?", 1)[0].split(b"/") if s]
+    tags = []
+    for depth in range(1, min(len(segments), PREFIX_DEPTH) + 1):
+        tags.append("pfx:" + digest(canonical(b"x", b"/" + b"/".join(segments[:depth]))))
+    return tags
+
+
+def prefix_tag(prefix: bytes) -> str | None:
+    """The tag a purge of ``prefix`` drops (``/catalog`` and ``/catalog/`` alike); None for ``/``, which
+    is everything."""
+    segments = [s for s in prefix.split(b"/") if s]
+    if not segments:
+        return None
+    return "pfx:" + digest(canonical(b"x", b"/" + b"/".join(segments[:PREFIX_DEPTH])))

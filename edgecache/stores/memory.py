@@ -115,6 +115,15 @@ class MemoryStore:
         self._compact_heap_if_sparse()
         return removed
 
+    def keys_with_tags(self, tags: Iterable[str]) -> frozenset[str]:
+        """Keys of the live objects carrying any of ``tags`` (for soft purges, which rewrite them)."""
+        if isinstance(tags, str):
+            tags = (tags,)
+        found: set[str] = set()
+        for tag in tags:
+            found.update(self._keys_by_tag.get(tag, ()))
+        return frozenset(found)
+
     async def purge_tags(self, tags: Iterable[str]) -> int:
         self._expire_due(self._clock())
         if isinstance(tags, str):  # a bare tag would otherwise be purged character by character

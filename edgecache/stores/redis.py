@@ -120,6 +120,7 @@ class RedisStore:
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
         self._namespace = namespace
+        self.generation = ""
         self._entry_prefix = f"{namespace}:e:"
         self._tag_prefix = f"{namespace}:t:"
         self._clock = clock
@@ -183,6 +184,19 @@ class RedisStore:
     @property
     def client(self) -> Redis | RedisCluster:
         return self._client
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    def set_generation(self, generation: str) -> None:
+        """Switch to another key generation: ``<ns>:g<generation>:e:…``. Purge-all is a generation bump:
+        every node moves to fresh keys at once and the old ones expire by their TTLs, with no O(keyspace)
+        deletion in Redis."""
+        self.generation = generation
+        base = f"{self._namespace}:g{generation}" if generation else self._namespace
+        self._entry_prefix = f"{base}:e:"
+        self._tag_prefix = f"{base}:t:"
 
     def entry_key(self, key: str) -> str:
         return self._entry_prefix + key
@@ -292,6 +306,21 @@ class RedisStore:
                 if cursor == 0:
                     break
         return removed
+
+    async def keys_with_tags(self, tags: Iterable[str]) -> frozenset[str]:
+        """Digests indexed under any of ``tags`` (some may have expired since)."""
+        if isinstance(tags, str):
+            tags = (tags,)
+        found: set[str] = set()
+        for tag in set(tags):
+            tag_key = self._tag_prefix + tag_digest(tag)
+            cursor = 0
+            while True:
+                cursor, members = await self._run(self._client.sscan(tag_key, cursor, count=_SCAN_COUNT))
+                found.update(m.decode() for m in cast(list[bytes], members))
+                if cursor == 0:
+                    break
+        return frozenset(found)
 
     async def _purge_members(self, tag_key: str, needle: str, members: list[bytes]) -> int:
         entry_prefix = self._entry_prefix.encode()

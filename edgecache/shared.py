@@ -1,0 +1,249 @@
+"""What a node needs to share one cache with other nodes through Redis: the L2 tier's lifecycle, the
+invalidation channel, domain events, and the generation token.
+
+Redis pub/sub delivers at most once, so every way a message can be lost has a named answer:
+- the subscriber disconnects (or its connection goes silent, caught by a heartbeat): L1 is flushed and
+  bypassed until it is subscribed again, then flushed once more, so nothing stored meanwhile survives;
+- a message is lost without a disconnect, Redis is flushed (FLUSHALL) or fails over to a replica that never
+  saw the latest writes: the generation token ``<ns>:generation`` changes or disappears, which a check off
+  the request path notices; the node then flushes L1 and moves to the token's key generation;
+- a node that missed everything still drops its L1 copies within ``l1_max_ttl``.
+
+Each message is applied once per ``id``: a node claims the L2 clean-up with ``SET <ns>:claim:<id> NX``
+(the publisher claims its own messages before publishing), every node drops the matches from its L1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from edgecache.bus.redis import InvalidationSubscriber, publish_event, publish_invalidation
+from edgecache.core.invalidation import (
+    BadInvalidation,
+    DomainEvent,
+    Invalidation,
+    SeenIds,
+    encode_event,
+    parse_event,
+    parse_invalidation,
+)
+from edgecache.stores.tiered import TieredStore
+
+if TYPE_CHECKING:
+    from edgecache.engine import Cache
+
+logger = logging.getLogger("edgecache")
+
+CLAIM_TTL_MS = 10 * 60 * 1000  # a message id is claimed for ten minutes: far longer than any redelivery
+
+
+class SharedTier:
+    def __init__(self, cache: Cache, store: TieredStore) -> None:
+        settings = cache.settings
+        assert settings.redis_url is not None
+        self.cache = cache
+        self.store = store
+        self.namespace = settings.namespace
+        self.invalidate_channel = f"{self.namespace}:invalidate"
+        self.events_channel = f"{self.namespace}:events"
+        self.generation_key = f"{self.namespace}:generation"
+        self._redis_url = settings.redis_url
+        self._timeout = settings.redis_timeout
+        self._interval = settings.generation_check_interval
+        self.seen = SeenIds()
+        self.generation: str | None = None
+        self.counters: Counter[str] = Counter()
+        self.subscriber = InvalidationSubscriber(
+            self._subscriber_client,
+            {self.invalidate_channel: self._on_invalidation, self.events_channel: self._on_event},
+            on_connected=self._on_connected,
+            on_disconnected=self._on_disconnected,
+            heartbeat=settings.subscriber_heartbeat,
+        )
+        self._watcher: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        store.l2_ready = False  # until the key generation is known: see _adopt
+
+    def _subscriber_client(self) -> Redis:
+        # Its own connection: a subscribed connection cannot run other commands. No retries: the
+        # subscriber reconnects with backoff by itself.
+        return Redis.from_url(
+            self._redis_url,
+            socket_connect_timeout=max(self._timeout, 1.0),
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+
+    @property
+    def redis(self) -> Any:
+        return self.store.l2.client
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._watcher is not None:
+            return
+        # Until the subscription is up, L1 must not serve: a purge published meanwhile would be missed.
+        self.store.l1_bypass = True
+        self.subscriber.start()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_generation())
+
+    @property
+    def started(self) -> bool:
+        return self._watcher is not None
+
+    async def wait_ready(self, within: float) -> bool:
+        """Wait (bounded) until L2 and the invalidation channel are usable; False if Redis is not there
+        yet, in which case the node serves from the app and becomes shared as soon as Redis answers."""
+        try:
+            async with asyncio.timeout(within):
+                await self._subscribed.wait()
+        except TimeoutError:
+            return False
+        return self.store.l2_ready
+
+    async def aclose(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        await self.subscriber.stop()
+        await self.store.flush_writes()
+
+    async def _on_connected(self) -> None:
+        await self.check_generation()
+        await self.store.clear_l1()  # whatever L1 took in while the channel was down is dropped
+        self.store.l1_bypass = False
+        self._subscribed.set()
+        logger.info("edgecache: invalidation channel subscribed; L1 in use")
+
+    async def _on_disconnected(self) -> None:
+        self.store.l1_bypass = True
+        self._subscribed.clear()
+        await self.store.clear_l1()
+        self.counters["subscriber_disconnects"] += 1
+        logger.warning("edgecache: invalidation channel lost; L1 flushed and bypassed until resubscribed")
+
+    # -- generation -------------------------------------------------------------------------------------
+
+    async def _watch_generation(self) -> None:
+        while True:
+            try:
+                await self.check_generation()
+            except Exception:  # the watcher must outlive any single failure
+                logger.exception("edgecache: generation check failed")
+            await asyncio.sleep(self._interval)
+
+    async def check_generation(self) -> None:
+        """Adopt the token in Redis; create one where there is none (first start, FLUSHALL, failover)."""
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                token = await self.redis.get(self.generation_key)
+                if token is None:
+                    await self.redis.set(self.generation_key, uuid.uuid4().hex, nx=True)
+                    token = await self.redis.get(self.generation_key)
+        except (RedisError, OSError):
+            self.counters["generation_check_errors"] += 1
+            return
+        if token is not None:
+            await self._adopt(token.decode() if isinstance(token, bytes) else str(token))
+
+    async def bump_generation(self) -> None:
+        """Purge-all: a new token, so every node moves to fresh keys (old ones expire by their TTLs)."""
+        token = uuid.uuid4().hex
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                await self.redis.set(self.generation_key, token)
+        except (RedisError, OSError):
+            self.counters["generation_bump_errors"] += 1
+            logger.warning("edgecache: purge-all could not reach Redis; only this node's L1 was flushed")
+            return
+        await self._adopt(token)
+
+    async def _adopt(self, token: str) -> None:
+        if token == self.generation:
+            return
+        previous, self.generation = self.generation, token
+        self.store.l2.set_generation(token)
+        self.store.l2_ready = True
+        if previous is not None:
+            self.counters["generation_changes"] += 1
+            self.cache.note_external_invalidation()
+            await self.store.clear_l1()
+            logger.warning("edgecache: Redis generation changed; L1 flushed")
+
+    # -- invalidation messages --------------------------------------------------------------------------
+
+    def claim_locally(self, invalidation: Invalidation) -> None:
+        """The publisher applies its own message before publishing it: its copy is not applied twice."""
+        self.seen.first_time(invalidation.id, time.monotonic())
+
+    async def publish(self, invalidation: Invalidation) -> None:
+        """Publish (after claiming the L2 clean-up, which the publisher has done). Never raises."""
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                await self._claim(invalidation.id)
+                await publish_invalidation(self.redis, self.namespace, invalidation)
+        except (RedisError, OSError, TimeoutError):
+            self.counters["publish_errors"] += 1
+            logger.warning(
+                "edgecache: could not publish invalidation %s; other nodes drop their L1 copies "
+                "within l1_max_ttl",
+                invalidation.id,
+            )
+
+    async def _claim(self, message_id: str) -> bool:
+        claimed = await self.redis.set(f"{self.namespace}:claim:{message_id}", b"1", nx=True, px=CLAIM_TTL_MS)
+        return bool(claimed)
+
+    async def _on_invalidation(self, raw: bytes) -> None:
+        try:
+            invalidation = parse_invalidation(raw)
+        except BadInvalidation as bad:
+            self.counters[f"bad_message:{bad.reason}"] += 1
+            logger.warning("edgecache: skipped invalidation message (%s): %.200r", bad.reason, raw)
+            return
+        await self._apply_remote(invalidation)
+
+    async def _apply_remote(self, invalidation: Invalidation) -> None:
+        if not self.seen.first_time(invalidation.id, time.monotonic()):
+            self.counters["duplicate_messages"] += 1
+            return
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                claimed = await self._claim(invalidation.id)
+        except (RedisError, OSError, TimeoutError):
+            claimed = False  # L2 unreachable: this node cannot clean it anyway; L1 still is
+        self.counters["messages_applied"] += 1
+        await self.cache.apply_invalidation(invalidation, shared=claimed)
+
+    # -- domain events ----------------------------------------------------------------------------------
+
+    async def publish_event(self, event: DomainEvent) -> None:
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                await publish_event(self.redis, self.namespace, event)
+        except (RedisError, OSError, TimeoutError):
+            self.counters["publish_errors"] += 1
+            logger.warning("edgecache: could not publish event %s; applying it on this node only", event.id)
+            await self._on_event(encode_event(event))
+
+    async def _on_event(self, raw: bytes) -> None:
+        try:
+            event = parse_event(raw)
+        except BadInvalidation as bad:
+            self.counters[f"bad_event:{bad.reason}"] += 1
+            logger.warning("edgecache: skipped event message (%s): %.200r", bad.reason, raw)
+            return
+        invalidation = self.cache.invalidation_for_event(event)
+        if invalidation is not None:
+            await self._apply_remote(invalidation)

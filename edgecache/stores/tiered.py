@@ -1,0 +1,275 @@
+"""L1 (memory) in front of L2 (Redis): reads fall through, L2 hits backfill L1, writes reach L2 off the
+request path, and a circuit breaker keeps a failing Redis from costing requests anything but a miss.
+
+Failure rules, in one place:
+- every L2 call is bounded by the Redis store's own short timeout and raises ``StoreUnavailable``; here it
+  becomes a miss (reads), a dropped write (writes, counted), or a purge retried later (invalidations);
+- after ``failure_threshold`` failures in a row the breaker opens and L2 is skipped entirely (L1 → origin)
+  until a single probe, ``reset_after`` seconds later, finds it healthy again;
+- an L1 copy never outlives ``l1_max_ttl``, so no failure (a lost invalidation message, a partition) can
+  keep a stale L1 entry alive for long;
+- while the invalidation channel is down (``l1_bypass``), L1 is neither read nor written: only L2, which
+  purges still reach, answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
+
+from edgecache.core.breaker import BreakerState, CircuitBreaker
+from edgecache.core.entry import CacheObject, StoredResponse
+from edgecache.core.status import Reason
+from edgecache.stores.memory import MemoryStore
+from edgecache.stores.redis import RedisStore, StoreUnavailable
+
+logger = logging.getLogger("edgecache")
+
+PENDING_PURGES_MAX = 1024
+T = TypeVar("T")
+
+
+def l1_copy(value: CacheObject, now: float, l1_max_ttl: float) -> CacheObject:
+    """The object as L1 keeps it: its lifetime in L1 capped at ``l1_max_ttl`` from now."""
+    cap = now + l1_max_ttl
+    return value if value.stored_until <= cap else replace(value, stored_until=cap)
+
+
+class TieredStore:
+    name = "tiered"
+
+    def __init__(
+        self,
+        l1: MemoryStore,
+        l2: RedisStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        l1_max_ttl: float = 30.0,
+        breaker: CircuitBreaker | None = None,
+        write_queue_size: int = 1024,
+    ) -> None:
+        self.l1 = l1
+        self.l2 = l2
+        self._clock = clock
+        self.l1_max_ttl = l1_max_ttl
+        self.breaker = breaker or CircuitBreaker()
+        self.l1_bypass = False
+        # False until the shared tier knows the key generation: L2 is not used before (see shared.py).
+        self.l2_ready = True
+        self._writes: asyncio.Queue[tuple[str, CacheObject, int]] = asyncio.Queue(write_queue_size)
+        self._writer: asyncio.Task[None] | None = None
+        self._purge_seq = 0
+        # Purges since recent writes were queued: a queued write whose tags were purged meanwhile is
+        # dropped, so an invalidation is never undone by a write that was already on its way.
+        self._purges: deque[tuple[int, frozenset[str] | None, frozenset[str]]] = deque(maxlen=4096)
+        self._pending_purges: deque[tuple[frozenset[str], tuple[str, ...]]] = deque(maxlen=PENDING_PURGES_MAX)
+        # Keys with a write still queued for L2: until it lands, L2 may hold an older object for them.
+        self._queued_keys: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter()
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    def get_nowait(self, key: str) -> CacheObject | None:
+        """L1 only, synchronously (None also means "ask ``get``", which may find it in L2)."""
+        if self.l1_bypass:
+            return None
+        return self.l1.get_nowait(key)
+
+    async def get(self, key: str) -> CacheObject | None:
+        return (await self.get_tiered(key))[0]
+
+    async def get_tiered(self, key: str) -> tuple[CacheObject | None, Reason]:
+        """The object and the tier that held it."""
+        if not self.l1_bypass:
+            found = self.l1.get_nowait(key)
+            if found is not None:
+                return found, Reason.L1
+        if key in self._queued_keys:
+            # This node's own newer write (one L1 did not keep) is still on its way: L2 may hold the
+            # object it replaced, which must be neither served nor backfilled.
+            return None, Reason.L2
+        seq = self._purge_seq
+        value = await self._l2_call("get", self.l2.get(key))
+        if value is None:
+            return None, Reason.L2
+        if self._pending_purge_covers(key, value.tags):
+            return None, Reason.L2  # purged while L2 was down; the purge has not reached L2 yet
+        if not self.l1_bypass and not self._purged_since(seq, key, value.tags):
+            # (a purge that ran during the read may have missed this copy: it must not enter L1)
+            # Backfill with the remaining lifetime (the entry carries its own age), capped for L1.
+            await self.l1.set(key, l1_copy(value, self._clock(), self.l1_max_ttl))
+        return value, Reason.L2
+
+    # -- writes -----------------------------------------------------------------------------------------
+
+    async def set(self, key: str, value: CacheObject) -> bool:
+        now = self._clock()
+        stored = False
+        if not self.l1_bypass:
+            stored = await self.l1.set(key, l1_copy(value, now, self.l1_max_ttl))
+        try:
+            self._writes.put_nowait((key, value, self._purge_seq))
+        except asyncio.QueueFull:
+            self.counters["l2_write_dropped"] += 1  # L2 is slow or down: L1 still serves this node
+            return stored
+        self._queued_keys[key] += 1
+        self._ensure_writer()
+        # Still queued when already expired: L2 must drop the older object, as a rejected set does.
+        return stored or value.stored_until > now
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_behind())
+
+    async def _write_behind(self) -> None:
+        while True:
+            key, value, seq = await self._writes.get()
+            try:
+                if self._purged_since(seq, key, value.tags):
+                    self.counters["l2_write_superseded"] += 1
+                    continue
+                written = await self._l2_call("set", self.l2.set(key, value))
+                if written and self._purged_since(seq, key, value.tags):
+                    # A purge ran while the write was in flight and may have missed it: undo the write.
+                    self.counters["l2_write_superseded"] += 1
+                    if await self._l2_call("delete", self.l2.delete(key)) is None:
+                        self._pending_purges.append((frozenset(), (key,)))
+                await self._retry_pending_purges()
+            except Exception:  # the writer must outlive any single bad write
+                logger.exception("edgecache l2: write-behind failed")
+            finally:
+                self._queued_keys[key] -= 1
+                if self._queued_keys[key] <= 0:
+                    del self._queued_keys[key]
+                self._writes.task_done()
+
+    def _purged_since(self, seq: int, key: str, tags: frozenset[str]) -> bool:
+        if seq == self._purge_seq:
+            return False
+        oldest = self._purges[0][0] if self._purges else self._purge_seq
+        if oldest > seq + 1:
+            return True  # the log no longer reaches back that far: assume the worst
+        return any(
+            s > seq and (purged_tags is None or purged_tags & tags or key in keys)
+            for s, purged_tags, keys in self._purges
+        )
+
+    def _pending_purge_covers(self, key: str, tags: frozenset[str]) -> bool:
+        return any(key in keys or purged & tags for purged, keys in self._pending_purges)
+
+    async def flush_writes(self) -> None:
+        """Wait until every queued L2 write has been attempted (tests, shutdown)."""
+        if self._writer is not None and not self._writer.done():
+            await self._writes.join()
+
+    # -- removal ----------------------------------------------------------------------------------------
+
+    def _record_purge(self, tags: frozenset[str] | None, keys: frozenset[str] = frozenset()) -> None:
+        self._purge_seq += 1
+        self._purges.append((self._purge_seq, tags, keys))
+
+    async def delete(self, *keys: str) -> int:
+        self._record_purge(frozenset(), frozenset(keys))
+        removed = await self.l1.delete(*keys)
+        result = await self._l2_call("delete", self.l2.delete(*keys))
+        if result is None:
+            self._pending_purges.append((frozenset(), keys))
+        return max(removed, result or 0)
+
+    async def purge_tags(self, tags: Iterable[str]) -> int:
+        tag_set = frozenset((tags,) if isinstance(tags, str) else tags)
+        self._record_purge(tag_set)
+        removed = await self.l1.purge_tags(tag_set)
+        return max(removed, await self.purge_l2_tags(tag_set))
+
+    async def purge_l1_tags(self, tags: Iterable[str]) -> int:
+        """Only this node's L1 (an invalidation another node already applied to L2)."""
+        tag_set = frozenset((tags,) if isinstance(tags, str) else tags)
+        self._record_purge(tag_set)
+        return await self.l1.purge_tags(tag_set)
+
+    async def purge_l2_tags(self, tags: frozenset[str]) -> int:
+        result = await self._l2_call("purge", self.l2.purge_tags(tags))
+        if result is None:
+            self._pending_purges.append((tags, ()))  # retried when L2 answers again
+            return 0
+        return result
+
+    async def soften_l2(
+        self, tags: frozenset[str], soften: Callable[[StoredResponse], StoredResponse]
+    ) -> int:
+        """Rewrite the L2 responses carrying ``tags`` with ``soften`` (a soft purge); returns how many."""
+        keys = await self._l2_call("soften", self.l2.keys_with_tags(tags))
+        count = 0
+        for key in keys or ():
+            entry = await self._l2_call("get", self.l2.get(key))
+            if isinstance(entry, StoredResponse) and await self._l2_call(
+                "set", self.l2.set(key, soften(entry))
+            ):
+                count += 1
+        return count
+
+    async def _retry_pending_purges(self) -> None:
+        while self._pending_purges and self.breaker.state == "closed":
+            tags, keys = self._pending_purges[0]
+            if tags and await self._l2_call("purge", self.l2.purge_tags(tags)) is None:
+                return
+            if keys and await self._l2_call("delete", self.l2.delete(*keys)) is None:
+                return
+            self._pending_purges.popleft()
+
+    async def clear(self) -> None:
+        self._record_purge(None)
+        await self.l1.clear()
+        await self._l2_call("clear", self.l2.clear())
+
+    async def clear_l1(self) -> None:
+        self._record_purge(None)
+        await self.l1.clear()
+
+    def keys_with_tags(self, tags: Iterable[str]) -> frozenset[str]:
+        return self.l1.keys_with_tags(tags)
+
+    # -- Redis calls through the breaker ----------------------------------------------------------------
+
+    async def _l2_call(self, what: str, operation: Coroutine[Any, Any, T]) -> T | None:
+        if not self.l2_ready:
+            operation.close()
+            self.counters[f"l2_{what}_not_ready"] += 1
+            return None
+        if not self.breaker.allow(self._clock()):
+            operation.close()
+            self.counters[f"l2_{what}_skipped"] += 1
+            return None
+        probe = self.breaker.state is BreakerState.HALF_OPEN
+        try:
+            result = await operation
+        except StoreUnavailable as error:
+            if isinstance(error.__cause__, OutOfMemoryError | ReadOnlyError):
+                # Redis answered: it is up and only refuses writes, so reads must keep reaching it.
+                self.breaker.succeeded()
+            else:
+                self.breaker.failed(self._clock())
+            self.counters[f"l2_{what}_errors"] += 1
+            logger.warning("edgecache l2: %s failed: %s", what, error)
+            return None
+        except BaseException:
+            if probe:  # a cancelled probe must not leave the breaker half-open (skipping L2) for good
+                self.breaker.probing = False
+            raise
+        self.breaker.succeeded()
+        return result
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        await self.l1.aclose()
+        await self.l2.aclose()
