@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Final, TypeAlias
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.exceptions import RedisError
 
 from edgecache.bus.redis import publish_invalidation, publisher_client
+from edgecache.config import NAMESPACE_PATTERN
 from edgecache.core.invalidation import (
     MAX_ITEMS,
     MAX_MESSAGE_BYTES,
@@ -34,7 +34,6 @@ ENV_REDIS_URL: Final = "EDGECACHE_REDIS_URL"
 ENV_NAMESPACE: Final = "EDGECACHE_NAMESPACE"
 DEFAULT_NAMESPACE: Final = "edgecache"
 DEFAULT_TIMEOUT: Final = 2.0
-_NAMESPACE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # as the `namespace` option accepts
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Run = Callable[[argparse.Namespace], int]
@@ -151,7 +150,7 @@ def run_purge(args: argparse.Namespace) -> int:
     if url is None:
         parser.error(f"purge needs --redis-url or {ENV_REDIS_URL}")
     namespace = args.namespace or _env(ENV_NAMESPACE) or DEFAULT_NAMESPACE
-    if not _NAMESPACE.fullmatch(namespace):
+    if not NAMESPACE_PATTERN.match(namespace):
         parser.error(f"--namespace: {namespace!r} is not 1-64 characters of A-Z a-z 0-9 _ . : -")
     if not args.timeout > 0:
         parser.error("--timeout must be positive")

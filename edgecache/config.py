@@ -23,7 +23,7 @@ ENV_PREFIX = "EDGECACHE_"
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2}
 _SIZE_UNITS |= {"mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+NAMESPACE_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # also what `edgecache purge` accepts
 _FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -175,7 +175,7 @@ class Settings:
         return settings
 
     def _check(self) -> None:
-        if not _NAMESPACE.match(self.namespace):
+        if not NAMESPACE_PATTERN.match(self.namespace):
             raise ConfigError("namespace: use 1 to 64 characters of letters, digits and _ . : -")
         if self.max_object_bytes > self.l1_max_bytes:
             raise ConfigError("max_object_bytes: must not exceed l1_max_bytes")
