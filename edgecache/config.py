@@ -121,6 +121,7 @@ class Settings:
 
     redis_url: str | None = None
     namespace: str = "edgecache"
+    redis_cluster: bool = False  # redis_url names one node of a Redis Cluster
     redis_timeout: float = 0.25  # per Redis call on the request path
     redis_breaker_failures: int = 5  # failures in a row that open the breaker (L2 skipped)
     redis_breaker_reset: float = 5.0  # seconds before a half-open probe
@@ -195,6 +196,7 @@ class Settings:
 _PARSERS: dict[str, Callable[[object], Any]] = {
     "redis_url": parse_optional_str,
     "namespace": lambda v: str(v).strip(),
+    "redis_cluster": parse_bool,
     "redis_timeout": parse_seconds,
     "redis_breaker_failures": parse_positive_int,
     "redis_breaker_reset": parse_seconds,

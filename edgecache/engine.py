@@ -112,6 +112,7 @@ class Cache:
                     clock=clock,
                     max_object_bytes=s.max_object_bytes,
                     op_timeout=s.redis_timeout,
+                    cluster=s.redis_cluster,
                 )
                 breaker = CircuitBreaker(s.redis_breaker_failures, s.redis_breaker_reset)
                 store = TieredStore(store, l2, clock=clock, l1_max_ttl=s.l1_max_ttl, breaker=breaker)
