@@ -1,6 +1,6 @@
 """The ``edgecache`` command line.
 
-``edgecache --version`` and ``edgecache purge``; ``proxy`` and ``bench`` are to come. Each subcommand is one
+``edgecache --version``, ``purge`` and ``proxy``; ``bench`` is to come. Each subcommand is one
 ``add_<name>(subparsers)`` function listed in ``SUBCOMMANDS``: it builds its parser and sets ``run``, a
 function ``(args) -> exit status``. Options come from flags, then ``EDGECACHE_*`` environment variables.
 Exit status: 0 done, 1 failed (e.g. Redis unreachable), 2 bad usage.
@@ -190,8 +190,234 @@ async def _publish(url: str, namespace: str, inv: Invalidation, seconds: float) 
         await client.aclose()
 
 
+# -- proxy --------------------------------------------------------------------------------------------
+
+# Cache options of `edgecache proxy` that are Settings options: flag dest → Settings name.
+_PROXY_SETTINGS: Final = {
+    "redis_url": "redis_url",
+    "namespace": "namespace",
+    "default_ttl": "default_ttl",
+    "l1_max_bytes": "l1_max_bytes",
+}
+
+
+def add_proxy(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "proxy",
+        help="run a caching reverse proxy (sidecar) in front of one upstream",
+        description=(
+            "Forward every request to --upstream (only ever that one, whatever the request says), caching "
+            "responses by RFC 9111 on the same engine as the middleware. Health, readiness, metrics and "
+            "purges are on --admin-listen only: GET /healthz, GET /readyz, GET /metrics, POST /purge "
+            f"(Authorization: Bearer ${ENV_ADMIN_TOKEN}). SIGTERM stops accepting, lets in-flight requests "
+            "finish within --shutdown-timeout, and exits 0."
+        ),
+        epilog=(
+            "Each option can also come from the EDGECACHE_* environment variable named in its help; a flag "
+            "wins over the environment. Other cache options (EDGECACHE_MAX_OBJECT_BYTES, ...) are read "
+            "from the environment as for the middleware. Exit status: 0 stopped by a signal, "
+            "1 cannot listen, 2 bad arguments."
+        ),
+    )
+    add = parser.add_argument
+    add(
+        "--upstream",
+        metavar="URL",
+        help="http(s)://host[:port] to forward to (required; $EDGECACHE_UPSTREAM)",
+    )
+    add("--listen", metavar="HOST:PORT", help="where to serve the proxy (required; $EDGECACHE_LISTEN)")
+    add(
+        "--admin-listen",
+        metavar="HOST:PORT",
+        help=f"where to serve the admin endpoints (default {DEFAULT_ADMIN_LISTEN}; $EDGECACHE_ADMIN_LISTEN)",
+    )
+    add("--redis-url", metavar="URL", help=f"Redis for the shared L2 tier (default: none; ${ENV_REDIS_URL})")
+    add(
+        "--namespace",
+        metavar="NS",
+        help=f"Redis key and channel prefix (default {DEFAULT_NAMESPACE}; ${ENV_NAMESPACE})",
+    )
+    add(
+        "--default-ttl",
+        metavar="SECONDS",
+        help="freshness of responses that give none; 0 stores only responses with explicit freshness "
+        "(default 0; $EDGECACHE_DEFAULT_TTL)",
+    )
+    add(
+        "--l1-max-bytes",
+        metavar="SIZE",
+        help="memory tier size, e.g. 64MiB (default 64MiB; $EDGECACHE_L1_MAX_BYTES)",
+    )
+    add(
+        "--max-request-body",
+        metavar="SIZE",
+        help="larger request bodies get 413 (default 100MiB; $EDGECACHE_MAX_REQUEST_BODY)",
+    )
+    add(
+        "--connect-timeout",
+        metavar="SECONDS",
+        help="upstream connect timeout; 502 when refused, 504 when it expires "
+        "(default 5; $EDGECACHE_CONNECT_TIMEOUT)",
+    )
+    add(
+        "--read-timeout",
+        metavar="SECONDS",
+        help="longest upstream silence while waiting for or reading a response; 504 before the headers "
+        "(default 60; $EDGECACHE_READ_TIMEOUT)",
+    )
+    add(
+        "--trusted-proxy",
+        dest="trusted_proxies",
+        action="append",
+        metavar="IP",
+        help="a peer address or network whose X-Forwarded-* fields are kept and appended to; repeatable "
+        "(default: none, so X-Forwarded-For is replaced; $EDGECACHE_TRUSTED_PROXIES, comma-separated)",
+    )
+    add(
+        "--preserve-host",
+        action="store_true",
+        default=None,
+        help="send the client's Host upstream instead of the upstream's "
+        "(default off; $EDGECACHE_PRESERVE_HOST)",
+    )
+    add(
+        "--shutdown-timeout",
+        metavar="SECONDS",
+        help="on SIGTERM, how long in-flight requests may take to finish (default 10; "
+        "$EDGECACHE_SHUTDOWN_TIMEOUT)",
+    )
+    parser.set_defaults(run=run_proxy, parser=parser)
+
+
+ENV_ADMIN_TOKEN: Final = "EDGECACHE_ADMIN_TOKEN"
+DEFAULT_ADMIN_LISTEN: Final = "127.0.0.1:9901"
+
+
+def _proxy_option(args: argparse.Namespace, dest: str) -> tuple[object, str] | None:
+    """The raw value of a proxy option and where it came from (the flag, else its environment variable)."""
+    value = getattr(args, dest)
+    if value is not None:
+        return value, "--" + dest.replace("_", "-")
+    env_name = "EDGECACHE_" + dest.upper()
+    env_value = _env(env_name)
+    if env_value is not None:
+        return env_value, env_name
+    return None
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    from edgecache.config import ConfigError, Settings, parse_bool, parse_seconds, parse_size  # noqa: PLC0415
+    from edgecache.proxy import server  # noqa: PLC0415 - uvicorn and httpx only when proxying
+    from edgecache.proxy.app import Limits, UpstreamURLError, parse_trusted, parse_upstream  # noqa: PLC0415
+
+    parser: argparse.ArgumentParser = args.parser
+
+    def get(dest: str, parse: Callable[[object], object], default: object = None) -> object:
+        found = _proxy_option(args, dest)
+        if found is None:
+            return default
+        raw, source = found
+        try:
+            return parse(raw)
+        except (ValueError, TypeError) as error:
+            parser.error(f"{source}: {error}")
+
+    upstream = get("upstream", str)
+    if upstream is None:
+        parser.error("proxy needs --upstream (or EDGECACHE_UPSTREAM)")
+    try:
+        parse_upstream(str(upstream))
+    except UpstreamURLError as error:
+        parser.error(f"--upstream: {error}")
+    listen = get("listen", _listen)
+    if listen is None:
+        parser.error("proxy needs --listen HOST:PORT (or EDGECACHE_LISTEN)")
+    admin_listen = get("admin_listen", _listen, _listen(DEFAULT_ADMIN_LISTEN))
+    max_body = get("max_request_body", _positive_size, Limits().max_request_body)
+    connect_timeout = get("connect_timeout", _positive_seconds, 5.0)
+    read_timeout = get("read_timeout", _positive_seconds, 60.0)
+    shutdown_timeout = get("shutdown_timeout", parse_seconds, 10.0)
+    preserve_host = bool(get("preserve_host", parse_bool, False))
+    if args.trusted_proxies is not None:
+        trusted_raw: list[str] = args.trusted_proxies
+        trusted_source = "--trusted-proxy"
+    else:
+        trusted_raw = [p for p in (_env("EDGECACHE_TRUSTED_PROXIES") or "").split(",") if p.strip()]
+        trusted_source = "EDGECACHE_TRUSTED_PROXIES"
+    try:
+        trusted = parse_trusted(trusted_raw)
+    except ValueError as error:
+        parser.error(f"{trusted_source}: {error}")
+
+    # Cache options: flags, then the environment (Settings.load), so a bad value names its option.
+    options: dict[str, object] = {
+        name: getattr(args, dest) for dest, name in _PROXY_SETTINGS.items() if getattr(args, dest) is not None
+    }
+    if "default_ttl" not in options and _env("EDGECACHE_DEFAULT_TTL") is None:
+        options["default_ttl"] = 0  # a proxy stores only what the upstream says is fresh
+    if "l1_max_bytes" in options and _env("EDGECACHE_MAX_OBJECT_BYTES") is None:
+        try:
+            l1 = parse_size(options["l1_max_bytes"])
+        except ValueError as error:
+            parser.error(f"--l1-max-bytes: {error}")
+        options["max_object_bytes"] = max(1, min(Settings().max_object_bytes, l1))
+    try:
+        settings = Settings.load(options)
+    except ConfigError as error:
+        parser.error(_flag_message(str(error)))
+    assert isinstance(listen, tuple) and isinstance(admin_listen, tuple)
+    return server.run(
+        str(upstream),
+        listen,
+        admin_listen,
+        settings=settings,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        limits=Limits(max_request_body=int(max_body)),  # type: ignore[call-overload]
+        trusted_proxies=[str(n) for n in trusted],
+        preserve_host=preserve_host,
+        shutdown_timeout=shutdown_timeout,
+        log_level="info",
+    )
+
+
+def _listen(value: object) -> tuple[str, int]:
+    from edgecache.proxy.server import parse_listen  # noqa: PLC0415
+
+    return parse_listen(str(value))
+
+
+def _positive_size(value: object) -> int:
+    from edgecache.config import parse_size  # noqa: PLC0415
+
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError(f"expected a positive size, got {value!r}")
+    return size
+
+
+def _positive_seconds(value: object) -> float:
+    from edgecache.config import parse_seconds  # noqa: PLC0415
+
+    seconds = parse_seconds(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def _flag_message(message: str) -> str:
+    """A Settings error with the option's flag for the options `edgecache proxy` has flags for."""
+    for name in _PROXY_SETTINGS.values():
+        flag = "--" + name.replace("_", "-")
+        if message.startswith(f"option {name}:"):
+            return flag + message[len(f"option {name}") :]
+        if message.startswith(f"{name}:"):
+            return f"{flag} ({name})" + message[len(name) :]
+    return message
+
+
 # One entry per subcommand, in --help order.
-SUBCOMMANDS: Final[tuple[Callable[[Subparsers], None], ...]] = (add_purge,)
+SUBCOMMANDS: Final[tuple[Callable[[Subparsers], None], ...]] = (add_purge, add_proxy)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,406 @@
+"""ProxyApp: a pure-ASGI app that forwards every request to one configured upstream.
+
+The upstream is only ever the configured base URL: the request target sent upstream is the client's
+``raw_path`` (and query string) byte for byte, never resolved against anything the client sent (Host, an
+absolute-form target, a ``//host`` path). Bodies stream both ways in bounded memory. ``RequestGuard`` is
+the request hygiene that runs in front of the cache, so that a cache hit is never served to a request the
+proxy would refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Final
+
+import httpx
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("edgecache.proxy")
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+# RFC 9110 §7.6.1: hop-by-hop fields, never forwarded (plus every Proxy-* field, and those Connection names).
+HOP_BY_HOP: Final = frozenset(
+    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+# Request fields the proxy sets itself or must not pass on.
+_FORWARDED: Final = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
+_REQUEST_DROPPED: Final = frozenset({b"expect"})  # uvicorn answers 100-continue; httpx sends the body anyway
+
+DEFAULT_MAX_REQUEST_BODY: Final = 100 * 1024 * 1024
+DEFAULT_MAX_HEADER_COUNT: Final = 100
+DEFAULT_MAX_HEADER_BYTES: Final = 64 * 1024
+DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+DEFAULT_READ_TIMEOUT: Final = 60.0
+DEFAULT_TOTAL_TIMEOUT: Final = 120.0
+
+
+class UpstreamURLError(ValueError):
+    """The configured upstream is not a usable base URL."""
+
+
+def parse_upstream(url: str) -> httpx.URL:
+    """``http(s)://host[:port]`` (a trailing ``/`` allowed); anything else raises ``UpstreamURLError``."""
+    try:
+        parsed = httpx.URL(url.strip())
+    except (httpx.InvalidURL, TypeError) as error:
+        raise UpstreamURLError(f"not a URL: {error}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise UpstreamURLError(f"expected an http:// or https:// URL, got {url!r}")
+    if not parsed.host:
+        raise UpstreamURLError(f"no host in {url!r}")
+    if parsed.userinfo or parsed.query or parsed.fragment or parsed.raw_path not in (b"", b"/"):
+        raise UpstreamURLError(f"give scheme, host and port only (no path, query or credentials): {url!r}")
+    return httpx.URL(scheme=parsed.scheme, host=parsed.host, port=parsed.port, path="/")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_request_body: int = DEFAULT_MAX_REQUEST_BODY
+    max_header_count: int = DEFAULT_MAX_HEADER_COUNT
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+
+
+def check_request(scope: Scope, limits: Limits) -> tuple[int, str] | None:
+    """The status and reason to refuse an HTTP request with, or None when it may go on."""
+    headers: RawHeaders = scope["headers"]
+    if len(headers) > limits.max_header_count:
+        return 431, "too many header fields"
+    if sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes:
+        return 431, "header fields too large"
+    hosts = 0
+    lengths: set[bytes] = set()
+    chunked = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"host":
+            hosts += 1
+        elif lname == b"content-length":
+            lengths.update(v.strip() for v in value.split(b","))
+        elif lname == b"transfer-encoding":
+            chunked = True
+    if hosts > 1:
+        return 400, "more than one Host field"
+    if chunked and lengths:
+        return 400, "both Content-Length and Transfer-Encoding"
+    if len(lengths) > 1:
+        return 400, "conflicting Content-Length values"
+    if lengths:
+        (length,) = lengths
+        if not length.isdigit():
+            return 400, "invalid Content-Length"
+        if int(length) > limits.max_request_body:
+            return 413, "request body too large"
+    return None
+
+
+def _date() -> bytes:
+    return formatdate(usegmt=True).encode("ascii")
+
+
+async def send_simple(
+    send: Send, status: int, text: str, *, close: bool = False, retry_after: bool = False
+) -> None:
+    """A short text/plain response made by the proxy itself."""
+    body = text.encode("utf-8") + b"\n"
+    headers: RawHeaders = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(body)),
+        (b"cache-control", b"no-store"),
+        (b"date", _date()),
+    ]
+    if retry_after:
+        headers.append((b"retry-after", b"1"))
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """Refuses malformed or oversized requests before the cache or the upstream sees them."""
+
+    def __init__(self, app: ASGIApp, limits: Limits | None = None) -> None:
+        self.app = app
+        self.limits = limits or Limits()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refused = check_request(scope, self.limits)
+            if refused is not None:
+                await send_simple(send, refused[0], refused[1], close=True)
+                return
+        await self.app(scope, receive, send)
+
+
+def hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The lower-cased names never forwarded: the fixed set and every name that Connection lists."""
+    named = set(HOP_BY_HOP)
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(part.strip().lower() for part in value.split(b",") if part.strip())
+    return frozenset(named)
+
+
+def _forwardable(name: bytes, dropped: frozenset[bytes]) -> bool:
+    return name not in dropped and not name.startswith(b"proxy-")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_trusted(values: Iterable[str]) -> tuple[Network, ...]:
+    """IP addresses or networks (``10.0.0.0/8``); raises ``ValueError`` naming a bad one."""
+    networks: list[Network] = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+class ProxyApp:
+    """Forwards every HTTP request to ``upstream`` with a pooled ``httpx.AsyncClient``.
+
+    Upstream connect errors answer 502 and timeouts before the response headers 504, both with
+    ``Retry-After: 1``; a GET or HEAD without a body is retried once on a connect error.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
+        limits: Limits | None = None,
+        trusted_proxies: Iterable[str] = (),
+        preserve_host: bool = False,
+        max_connections: int = 1000,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.upstream = parse_upstream(upstream)
+        self.limits = limits or Limits()
+        self.trusted = parse_trusted(trusted_proxies)
+        self.preserve_host = preserve_host
+        self.total_timeout = total_timeout
+        self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout, read=read_timeout)
+        self._timeout_extension = self.timeout.as_dict()
+        self.client = httpx.AsyncClient(
+            timeout=self.timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
+            follow_redirects=False,
+            trust_env=False,  # never an HTTP(S)_PROXY or .netrc from the environment
+            transport=transport,
+        )
+        self.client.headers.clear()  # no Accept, User-Agent... of httpx's own: only what the client sent
+        self.reachable: bool | None = None  # the last request's view of the upstream (None: not tried)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})  # not proxied (yet)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- the request ------------------------------------------------------------------------------------
+
+    def target(self, scope: Scope) -> bytes:
+        """The request target sent upstream: the client's path and query, byte for byte."""
+        raw_path: bytes | None = scope.get("raw_path")
+        path = raw_path if raw_path else scope["path"].encode("utf-8")
+        query: bytes = scope.get("query_string", b"")
+        return path + b"?" + query if query else path
+
+    def url(self, target: bytes) -> httpx.URL:
+        """The upstream URL for logs and httpx; the wire target is the ``target`` extension (exact bytes),
+        since httpx would normalise dot segments in a URL's path."""
+        try:
+            return self.upstream.copy_with(raw_path=target)
+        except (httpx.InvalidURL, UnicodeDecodeError):
+            return self.upstream
+
+    def request_headers(self, scope: Scope) -> RawHeaders:
+        incoming: RawHeaders = scope["headers"]
+        dropped = hop_by_hop(incoming) | _FORWARDED | _REQUEST_DROPPED
+        if not self.preserve_host:
+            dropped |= {b"host"}
+        headers: RawHeaders = []
+        previous_for: list[bytes] = []
+        previous: dict[bytes, bytes] = {}
+        client_host = b""
+        for name, value in incoming:
+            lname = name.lower()
+            if lname == b"x-forwarded-for":
+                previous_for.append(value.strip())
+            elif lname in _FORWARDED:
+                previous.setdefault(lname, value.strip())
+            elif lname == b"host":
+                client_host = value
+            if _forwardable(lname, dropped):
+                headers.append((lname, value))
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        trusted = self._trusted(peer)
+        chain = [v for v in previous_for if v] if trusted else []
+        if peer:
+            chain.append(peer.encode("latin-1"))
+        if chain:
+            headers.append((b"x-forwarded-for", b", ".join(chain)))
+        proto = previous.get(b"x-forwarded-proto") if trusted else None
+        headers.append((b"x-forwarded-proto", proto or scope.get("scheme", "http").encode("latin-1")))
+        forwarded_host = previous.get(b"x-forwarded-host") if trusted else None
+        if forwarded_host or client_host:
+            headers.append((b"x-forwarded-host", forwarded_host or client_host))
+        return headers
+
+    def _trusted(self, peer: str) -> bool:
+        if not self.trusted or not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refused = check_request(scope, self.limits)
+        if refused is not None:
+            await send_simple(send, refused[0], refused[1], close=True)
+            return
+        method: str = scope["method"]
+        headers = self.request_headers(scope)
+        has_body = any(
+            name.lower() in (b"transfer-encoding", b"content-length") and value.strip() != b"0"
+            for name, value in scope["headers"]
+        )
+        target = self.target(scope)
+        state = _BodyState()
+        state.complete = not has_body
+        attempts = 2 if method in ("GET", "HEAD") and not has_body else 1
+        response: httpx.Response | None = None
+        for attempt in range(attempts):
+            content = self._body(receive, state) if has_body else None
+            request = httpx.Request(
+                method,
+                self.url(target),
+                headers=headers,
+                content=content,
+                extensions={"timeout": self._timeout_extension, "target": target},
+            )
+            try:
+                async with asyncio.timeout(self.total_timeout):
+                    response = await self.client.send(request, stream=True)
+                self.reachable = True
+                break
+            except _BodyTooLarge:
+                await send_simple(send, 413, "request body too large", close=True)
+                return
+            except _ClientGone:
+                return
+            except httpx.ConnectError as error:
+                self.reachable = False
+                if attempt + 1 < attempts:
+                    continue
+                logger.warning("edgecache proxy: cannot connect to %s: %s", self.upstream, error)
+                await send_simple(send, 502, "upstream unreachable", retry_after=True)
+                return
+            except (httpx.TimeoutException, TimeoutError) as error:
+                logger.warning("edgecache proxy: %s timed out: %r", self.upstream, error)
+                await send_simple(send, 504, "upstream timed out", retry_after=True)
+                return
+            except httpx.TransportError as error:
+                logger.warning("edgecache proxy: %s failed: %r", self.upstream, error)
+                await send_simple(send, 502, "bad response from upstream", retry_after=True)
+                return
+        assert response is not None
+        try:
+            await self._respond(response, receive, send, state)
+        finally:
+            await response.aclose()
+
+    async def _body(self, receive: Receive, state: _BodyState) -> AsyncIterator[bytes]:
+        """The request body from ASGI receive, counted against ``max_request_body`` as it streams."""
+        limit = self.limits.max_request_body
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk: bytes = message.get("body", b"")
+            state.received += len(chunk)
+            if state.received > limit:
+                raise _BodyTooLarge
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                state.complete = True
+                return
+
+    async def _respond(
+        self, response: httpx.Response, receive: Receive, send: Send, state: _BodyState
+    ) -> None:
+        raw = response.headers.raw
+        dropped = hop_by_hop(raw)
+        headers = [(k.lower(), v) for k, v in raw if _forwardable(k.lower(), dropped)]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        # The client may leave while a long body streams: watch for it once its request body is read.
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(receive, gone)) if state.complete else None
+        try:
+            async for chunk in response.aiter_raw():
+                if gone.is_set():
+                    return
+                if chunk:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+
+class _BodyState:
+    __slots__ = ("complete", "received")
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.complete = False
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
