@@ -239,6 +239,10 @@ class Cache:
             if tiered is None:
                 await self.store.clear()
             else:
+                if not shared and self.shared is not None:
+                    # Another node bumped the generation: move to its keys now, not at the next check,
+                    # or L2's old keys would keep answering (and refilling L1) until then.
+                    await self.shared.check_generation()
                 await tiered.clear_l1()
                 if shared and self.shared is not None:
                     await self.shared.bump_generation()

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgecache.config import Settings
 from edgecache.core.entry import CacheObject, RawHeaders, StoredResponse, response_size
 from edgecache.core.headers import Fields, parse_cookie_header
-from edgecache.core.keys import CacheKey, path_tag, primary_key, uri_components, uri_tag
+from edgecache.core.keys import CacheKey, path_tag, prefix_tags, primary_key, uri_components, uri_tag
 from edgecache.core.policy import (
     HOP_BY_HOP,
     NOT_MODIFIED_FIELDS,
@@ -681,7 +681,8 @@ def _primary_key(cache: Cache, uri: Uri, fields: Fields) -> CacheKey:
 
 
 def _internal_tags(uri: Uri) -> frozenset[str]:
-    return frozenset({uri_tag(uri), path_tag(uri[2])})
+    """Tags every stored response carries so that purges by URI, path and path prefix find it."""
+    return frozenset({uri_tag(uri), path_tag(uri[2]), *prefix_tags(uri[2])})
 
 
 _TAG_HEADERS = (b"surrogate-key", b"cache-tag")

@@ -7,6 +7,8 @@ Redis pub/sub delivers at most once, so every way a message can be lost has a na
 - a message is lost without a disconnect, Redis is flushed (FLUSHALL) or fails over to a replica that never
   saw the latest writes: the generation token ``<ns>:generation`` changes or disappears, which a check off
   the request path notices; the node then flushes L1 and moves to the token's key generation;
+- a publish fails (Redis unreachable; this node's L2 purge failed too): the invalidation, or the one a
+  domain event maps to, is applied to L2 and published again once a generation check reaches Redis;
 - a node that missed everything still drops its L1 copies within ``l1_max_ttl``.
 
 Each message is applied once per ``id``: a node claims the L2 clean-up with ``SET <ns>:claim:<id> NX``
@@ -19,7 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -33,7 +35,6 @@ from edgecache.core.invalidation import (
     DomainEvent,
     Invalidation,
     SeenIds,
-    encode_event,
     parse_event,
     parse_invalidation,
 )
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("edgecache")
 
 CLAIM_TTL_MS = 10 * 60 * 1000  # a message id is claimed for ten minutes: far longer than any redelivery
+UNPUBLISHED_MAX = 1024  # invalidations kept to publish again once Redis answers (the oldest go first)
 
 
 class SharedTier:
@@ -71,7 +73,11 @@ class SharedTier:
             heartbeat=settings.subscriber_heartbeat,
         )
         self._watcher: asyncio.Task[None] | None = None
+        # Invalidations that could not be published (Redis unreachable): applied to L2 and published again
+        # as soon as a generation check reaches Redis.
+        self._unpublished: deque[Invalidation] = deque(maxlen=UNPUBLISHED_MAX)
         self._subscribed = asyncio.Event()
+        self._l1_waits_for_generation = False
         store.l2_ready = False  # until the key generation is known: see _adopt
 
     def _subscriber_client(self) -> Redis:
@@ -120,13 +126,24 @@ class SharedTier:
         await self.store.flush_writes()
 
     async def _on_connected(self) -> None:
-        await self.check_generation()
+        # L1 comes back only on the current key generation: after a Redis restart the first command on an
+        # old pooled connection can fail, so try a few times, else leave it to the generation watcher.
+        for _ in range(3):
+            if await self.check_generation():
+                await self._use_l1_again()
+                return
+            await asyncio.sleep(0.05)
+        self._l1_waits_for_generation = True
+
+    async def _use_l1_again(self) -> None:
+        self._l1_waits_for_generation = False
         await self.store.clear_l1()  # whatever L1 took in while the channel was down is dropped
         self.store.l1_bypass = False
         self._subscribed.set()
         logger.info("edgecache: invalidation channel subscribed; L1 in use")
 
     async def _on_disconnected(self) -> None:
+        self._l1_waits_for_generation = False
         self.store.l1_bypass = True
         self._subscribed.clear()
         await self.store.clear_l1()
@@ -138,13 +155,17 @@ class SharedTier:
     async def _watch_generation(self) -> None:
         while True:
             try:
-                await self.check_generation()
+                if await self.check_generation():
+                    if self._l1_waits_for_generation and self.subscriber.connected:
+                        await self._use_l1_again()
+                    await self._publish_again()
             except Exception:  # the watcher must outlive any single failure
                 logger.exception("edgecache: generation check failed")
             await asyncio.sleep(self._interval)
 
-    async def check_generation(self) -> None:
-        """Adopt the token in Redis; create one where there is none (first start, FLUSHALL, failover)."""
+    async def check_generation(self) -> bool:
+        """Adopt the token in Redis; create one where there is none (first start, FLUSHALL, failover).
+        False when Redis did not answer."""
         try:
             async with asyncio.timeout(self._timeout * 4):
                 token = await self.redis.get(self.generation_key)
@@ -153,9 +174,10 @@ class SharedTier:
                     token = await self.redis.get(self.generation_key)
         except (RedisError, OSError):
             self.counters["generation_check_errors"] += 1
-            return
+            return False
         if token is not None:
             await self._adopt(token.decode() if isinstance(token, bytes) else str(token))
+        return True
 
     async def bump_generation(self) -> None:
         """Purge-all: a new token, so every node moves to fresh keys (old ones expire by their TTLs)."""
@@ -188,18 +210,30 @@ class SharedTier:
         self.seen.first_time(invalidation.id, time.monotonic())
 
     async def publish(self, invalidation: Invalidation) -> None:
-        """Publish (after claiming the L2 clean-up, which the publisher has done). Never raises."""
+        """Publish; claim the L2 clean-up first only when this node's own L2 purge went through (with its
+        breaker open it did not, and an unclaimed message lets a receiving node clean L2). Never raises."""
         try:
             async with asyncio.timeout(self._timeout * 4):
-                await self._claim(invalidation.id)
+                if not self.store.has_pending_purges():
+                    await self._claim(invalidation.id)
                 await publish_invalidation(self.redis, self.namespace, invalidation)
         except (RedisError, OSError, TimeoutError):
             self.counters["publish_errors"] += 1
+            self._unpublished.append(invalidation)
             logger.warning(
-                "edgecache: could not publish invalidation %s; other nodes drop their L1 copies "
-                "within l1_max_ttl",
+                "edgecache: could not publish invalidation %s; it is applied to L2 and published again "
+                "once Redis answers (other nodes drop their L1 copies within l1_max_ttl anyway)",
                 invalidation.id,
             )
+
+    async def _publish_again(self) -> None:
+        """Redis answers again: apply the invalidations that could not be published to L2 (their purge
+        there failed too) and publish them, so neither L2 nor other nodes' L1 keep what they dropped."""
+        for _ in range(len(self._unpublished)):
+            invalidation = self._unpublished.popleft()
+            self.counters["republished"] += 1
+            await self.cache.apply_invalidation(invalidation, shared=True)
+            await self.publish(invalidation)  # queued again if Redis went away meanwhile
 
     async def _claim(self, message_id: str) -> bool:
         claimed = await self.redis.set(f"{self.namespace}:claim:{message_id}", b"1", nx=True, px=CLAIM_TTL_MS)
@@ -218,13 +252,17 @@ class SharedTier:
         if not self.seen.first_time(invalidation.id, time.monotonic()):
             self.counters["duplicate_messages"] += 1
             return
+        self.counters["messages_applied"] += 1
+        # This node's L1 first: it is what the propagation time is about, and it needs no round trip.
+        # Reads of L2 in the meantime are fenced (TieredStore._fenced) until the claimer has cleaned it.
+        await self.cache.apply_invalidation(invalidation, shared=False)
         try:
             async with asyncio.timeout(self._timeout * 4):
                 claimed = await self._claim(invalidation.id)
         except (RedisError, OSError, TimeoutError):
-            claimed = False  # L2 unreachable: this node cannot clean it anyway; L1 still is
-        self.counters["messages_applied"] += 1
-        await self.cache.apply_invalidation(invalidation, shared=claimed)
+            claimed = False  # L2 unreachable: this node cannot clean it anyway
+        if claimed:
+            await self.cache.apply_invalidation(invalidation, shared=True)
 
     # -- domain events ----------------------------------------------------------------------------------
 
@@ -234,8 +272,16 @@ class SharedTier:
                 await publish_event(self.redis, self.namespace, event)
         except (RedisError, OSError, TimeoutError):
             self.counters["publish_errors"] += 1
-            logger.warning("edgecache: could not publish event %s; applying it on this node only", event.id)
-            await self._on_event(encode_event(event))
+            logger.warning(
+                "edgecache: could not publish event %s; applying it here, and to L2 and the other nodes "
+                "(as the invalidation it maps to) once Redis answers",
+                event.id,
+            )
+            invalidation = self.cache.invalidation_for_event(event)
+            if invalidation is not None and self.seen.first_time(invalidation.id, time.monotonic()):
+                self.counters["messages_applied"] += 1
+                await self.cache.apply_invalidation(invalidation, shared=True)
+                self._unpublished.append(invalidation)
 
     async def _on_event(self, raw: bytes) -> None:
         try:

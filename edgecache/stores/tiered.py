@@ -33,6 +33,9 @@ from edgecache.stores.redis import RedisStore, StoreUnavailable
 logger = logging.getLogger("edgecache")
 
 PENDING_PURGES_MAX = 1024
+# How long after a purge an older response read from L2 is refused (see TieredStore._fenced): longer than
+# any node takes to clean L2 after a message, short enough to cost little.
+PURGE_FENCE_SECONDS = 10.0
 T = TypeVar("T")
 
 
@@ -65,6 +68,7 @@ class TieredStore:
         self.l2_ready = True
         self._writes: asyncio.Queue[tuple[str, CacheObject, int]] = asyncio.Queue(write_queue_size)
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
         self._purge_seq = 0
         # Purges since recent writes were queued: a queued write whose tags were purged meanwhile is
         # dropped, so an invalidation is never undone by a write that was already on its way.
@@ -73,6 +77,7 @@ class TieredStore:
         # Keys with a write still queued for L2: until it lands, L2 may hold an older object for them.
         self._queued_keys: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
+        self._fences: deque[tuple[float, frozenset[str] | None, frozenset[str]]] = deque(maxlen=4096)
 
     # -- reads ------------------------------------------------------------------------------------------
 
@@ -101,6 +106,8 @@ class TieredStore:
             return None, Reason.L2
         if self._pending_purge_covers(key, value.tags):
             return None, Reason.L2  # purged while L2 was down; the purge has not reached L2 yet
+        if self._fenced(key, value):
+            return None, Reason.L2
         if not self.l1_bypass and not self._purged_since(seq, key, value.tags):
             # (a purge that ran during the read may have missed this copy: it must not enter L1)
             # Backfill with the remaining lifetime (the entry carries its own age), capped for L1.
@@ -129,7 +136,9 @@ class TieredStore:
             self._writer = asyncio.get_running_loop().create_task(self._write_behind())
 
     async def _write_behind(self) -> None:
-        while True:
+        # ``_closing`` too, not only the cancellation: redis-py can swallow a cancellation that arrives
+        # during a pipeline, and the writer would then wait on the queue forever.
+        while not self._closing:
             key, value, seq = await self._writes.get()
             try:
                 if self._purged_since(seq, key, value.tags):
@@ -164,6 +173,28 @@ class TieredStore:
     def _pending_purge_covers(self, key: str, tags: frozenset[str]) -> bool:
         return any(key in keys or purged & tags for purged, keys in self._pending_purges)
 
+    def has_pending_purges(self) -> bool:
+        """Whether some purge has not reached L2 yet (L2 was down or its breaker open)."""
+        return bool(self._pending_purges)
+
+    def _fenced(self, key: str, value: CacheObject) -> bool:
+        """A response produced before a purge that covers it, read from L2 shortly after the purge.
+
+        The node that receives a purge drops its L1 at once, but another node cleans L2 a moment later:
+        until then L2 can still hand out what was purged. For ``PURGE_FENCE_SECONDS`` after a purge, an L2
+        response older than the purge is treated as a miss (neither served nor copied into L1).
+        """
+        fences = self._fences
+        if not fences or not isinstance(value, StoredResponse):
+            return False
+        now = self._clock()
+        while fences and fences[0][0] < now - PURGE_FENCE_SECONDS:
+            fences.popleft()
+        return any(
+            at > value.response_time and (tags is None or tags & value.tags or key in keys)
+            for at, tags, keys in fences
+        )
+
     async def flush_writes(self) -> None:
         """Wait until every queued L2 write has been attempted (tests, shutdown)."""
         if self._writer is not None and not self._writer.done():
@@ -172,6 +203,8 @@ class TieredStore:
     # -- removal ----------------------------------------------------------------------------------------
 
     def _record_purge(self, tags: frozenset[str] | None, keys: frozenset[str] = frozenset()) -> None:
+        if tags is not None:  # flushes are not fenced: L2 itself was not purged, and purge-all moves keys
+            self._fences.append((self._clock(), tags, keys))
         self._purge_seq += 1
         self._purges.append((self._purge_seq, tags, keys))
 
@@ -268,6 +301,7 @@ class TieredStore:
         return result
 
     async def aclose(self) -> None:
+        self._closing = True
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)

@@ -1,0 +1,671 @@
+"""Shared invalidation between two nodes in one process: two ``Cache``s on one redis-server (same namespace),
+each behind ``CacheInterceptor`` over the same small Starlette app, with an origin spy per node.
+
+What is checked is behaviour (what a request gets, what L1 and L2 hold, how often the app is called);
+asynchronous propagation is polled with a deadline, never slept for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from edgecache import Cache, CacheInterceptor, Settings
+from edgecache.core.invalidation import Invalidation
+from edgecache.core.keys import primary_key, uri_components
+from edgecache.shared import SharedTier
+from edgecache.stores.tiered import TieredStore
+from tests.redis_server import RedisServer
+
+BASE_URL = "http://testserver"
+HEARTBEAT = 0.2
+CHECK_INTERVAL = 0.2
+WITHIN = 5.0  # generous: propagation normally takes milliseconds
+RECONNECT_WITHIN = 10.0  # reconnection backs off up to 2 s between attempts
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+async def eventually(condition: Callable[[], bool], within: float = WITHIN, what: str = "condition") -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not true within {within} s")
+        await asyncio.sleep(0.01)
+
+
+def digest_of(path: str) -> str:
+    """The key of ``GET http://testserver<path>`` (path and query)."""
+    raw_path, _, query = path.partition("?")
+    return primary_key(uri_components("http", "testserver", raw_path.encode(), query.encode())).digest
+
+
+def status(response: httpx.Response) -> str:
+    return response.headers["cache-status"]
+
+
+def is_l1_hit(response: httpx.Response) -> bool:
+    return "; hit" in status(response) and "detail=l1" in status(response)
+
+
+class Origin:
+    """The app behind both nodes: per-path response headers, a version number in each body, and gates that
+    hold a request inside the app until released."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, dict[str, str]] = {}
+        self.versions: Counter[str] = Counter()
+        self.gates: dict[str, asyncio.Event] = {}
+        self.entered: dict[str, asyncio.Event] = {}
+        self.app = Starlette(routes=[Route("/{rest:path}", self.endpoint)])
+
+    def serve(
+        self,
+        path: str,
+        *,
+        tags: Iterable[str] = (),
+        cache_control: str | None = None,
+        etag: str | None = None,
+    ) -> None:
+        headers = {}
+        if tags:
+            headers["surrogate-key"] = " ".join(tags)
+        if cache_control is not None:
+            headers["cache-control"] = cache_control
+        if etag is not None:
+            headers["etag"] = etag
+        self.headers[path] = headers
+
+    def hold(self, path: str) -> tuple[asyncio.Event, asyncio.Event]:
+        """(entered, release): set when a request for ``path`` reached the app; set to let it answer."""
+        entered, release = asyncio.Event(), asyncio.Event()
+        self.entered[path], self.gates[path] = entered, release
+        return entered, release
+
+    async def endpoint(self, request: Request) -> Response:
+        path = request.url.path
+        if path in self.gates:
+            self.entered[path].set()
+            await self.gates[path].wait()
+        headers = self.headers.get(path, {})
+        etag = headers.get("etag")
+        if etag is not None and request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        self.versions[path] += 1
+        return PlainTextResponse(f"{path} v{self.versions[path]}", headers=headers)
+
+
+class OriginSpy:
+    """Counts the HTTP requests that reach the app, per path and query."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.calls: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"").decode("latin-1")
+            self.calls[scope["path"] + ("?" + query if query else "")] += 1
+        await self.app(scope, receive, send)
+
+
+@dataclass
+class Node:
+    name: str
+    cache: Cache
+    spy: OriginSpy
+    client: httpx.AsyncClient
+    applied: list[tuple[Invalidation, bool]] = field(default_factory=list)
+
+    @property
+    def store(self) -> TieredStore:
+        assert isinstance(self.cache.store, TieredStore)
+        return self.cache.store
+
+    @property
+    def shared(self) -> SharedTier:
+        assert self.cache.shared is not None
+        return self.cache.shared
+
+    @property
+    def counters(self) -> Counter[str]:
+        return self.shared.counters
+
+    async def get(self, path: str) -> httpx.Response:
+        response = await self.client.get(path)
+        assert response.status_code == 200, (self.name, path, response.status_code)
+        return response
+
+    def in_l1(self, path: str) -> bool:
+        return self.store.l1.get_nowait(digest_of(path)) is not None
+
+    async def in_l2(self, path: str) -> bool:
+        return await self.store.l2.get(digest_of(path)) is not None
+
+    def record_applied(self) -> None:
+        """Record every invalidation this node applies, and whether it cleaned L2 (``shared``)."""
+        apply = self.cache.apply_invalidation
+
+        async def recording(invalidation: Invalidation, *, shared: bool) -> int:
+            self.applied.append((invalidation, shared))
+            return await apply(invalidation, shared=shared)
+
+        self.cache.apply_invalidation = recording  # type: ignore[method-assign]
+
+
+class NodeFactory(Protocol):
+    async def __call__(self, name: str, *, redis_url: str | None = None, **options: Any) -> Node: ...
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def origin() -> Origin:
+    return Origin()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[Redis]:
+    """A plain client for publishing and inspecting, as another service would."""
+    client = Redis.from_url(redis_url, socket_timeout=5.0)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def make_node(redis_url: str, namespace: str, origin: Origin) -> AsyncIterator[NodeFactory]:
+    made: list[Node] = []
+
+    async def make(name: str, *, redis_url: str | None = None, **options: Any) -> Node:
+        settings = Settings.load(
+            {
+                "redis_url": redis_url or default_url,
+                "namespace": namespace,
+                "default_ttl": 60,
+                "subscriber_heartbeat": HEARTBEAT,
+                "generation_check_interval": CHECK_INTERVAL,
+                "redis_timeout": 0.5,
+                **options,
+            },
+            environ={},
+        )
+        cache = Cache(settings)
+        spy = OriginSpy(origin.app)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=CacheInterceptor(spy, cache=cache)), base_url=BASE_URL
+        )
+        node = Node(name, cache, spy, client)
+        made.append(node)
+        assert await cache.start_and_wait(within=WITHIN), f"{name}: shared tier not ready"
+        return node
+
+    default_url = redis_url
+    try:
+        yield make
+    finally:
+        # Let timers that fell due while pytest was busy (reporting a failure) run before closing: on
+        # Python 3.11 a cancellation that lands while redis-py's asyncio.wait_for completes a send is lost,
+        # and the subscriber's stop() then waits for its task forever.
+        await asyncio.sleep(0.05)
+        for node in made:
+            await node.client.aclose()
+            await node.cache.aclose()
+
+
+@pytest.fixture
+async def pair(make_node: NodeFactory) -> tuple[Node, Node]:
+    return await make_node("a"), await make_node("b")
+
+
+async def fill(a: Node, b: Node, *paths: str) -> None:
+    """Each path: stored by ``a`` (L1 and L2), then read by ``b`` from L2 into its L1."""
+    for path in paths:
+        assert "stored" in status(await a.get(path)), path
+    await a.store.flush_writes()
+    for path in paths:
+        assert "detail=l2" in status(await b.get(path)), path
+    for node in (a, b):
+        for path in paths:
+            assert node.in_l1(path), (node.name, path)
+
+
+async def refetched(first: Node, second: Node, path: str) -> None:
+    """``path`` is stored nowhere: ``first`` fetches it from the app again (and stores it), and ``second``
+    then gets that new copy from L2, not an old one of its own."""
+    calls = first.spy.calls[path]
+    response = await first.get(path)
+    assert "; fwd=" in status(response) and "stored" in status(response), (first.name, status(response))
+    assert first.spy.calls[path] == calls + 1, first.name
+    await first.store.flush_writes()
+    again = await second.get(path)
+    assert "detail=l2" in status(again), (second.name, status(again))
+    assert again.text == response.text, second.name
+
+
+async def assert_dropped_everywhere(a: Node, b: Node, path: str) -> None:
+    await eventually(lambda: not a.in_l1(path) and not b.in_l1(path), what=f"{path} out of both L1s")
+    assert not await a.in_l2(path), f"{path} still in L2"
+    await refetched(b, a, path)
+
+
+async def assert_kept_everywhere(a: Node, b: Node, path: str) -> None:
+    assert await a.in_l2(path), f"{path} not in L2"
+    for node in (a, b):
+        assert node.in_l1(path), (node.name, path)
+        assert is_l1_hit(await node.get(path)), (node.name, path)
+
+
+async def publish_raw(raw: Redis, namespace: str, message: bytes | dict[str, Any]) -> None:
+    data = message if isinstance(message, bytes) else json.dumps(message).encode()
+    await raw.publish(f"{namespace}:invalidate", data)
+
+
+# --------------------------------------------------------------------------------- tags, paths, prefixes
+
+
+async def test_tag_purge_drops_entries_on_both_nodes_and_in_l2(
+    pair: tuple[Node, Node], origin: Origin
+) -> None:
+    a, b = pair
+    origin.serve("/p/1", tags=["product:1"])
+    origin.serve("/p/2", tags=["product:2"])
+    await fill(a, b, "/p/1", "/p/2")
+
+    await a.cache.invalidate(tags=["product:1"])
+    assert not a.in_l1("/p/1")  # at once on the node that invalidates
+
+    await assert_dropped_everywhere(a, b, "/p/1")
+    await assert_kept_everywhere(a, b, "/p/2")
+
+
+async def test_path_purge_drops_every_query_on_both_nodes_and_in_l2(
+    pair: tuple[Node, Node], origin: Origin
+) -> None:
+    a, b = pair
+    await fill(a, b, "/p/1", "/p/1?page=2", "/p/10")
+
+    await a.cache.invalidate(paths=["/p/1"])
+    assert not a.in_l1("/p/1")  # at once on the node that invalidates
+
+    await assert_dropped_everywhere(a, b, "/p/1")
+    await assert_dropped_everywhere(a, b, "/p/1?page=2")
+    await assert_kept_everywhere(a, b, "/p/10")
+
+
+async def test_prefix_purge_drops_on_segment_boundaries_on_both_nodes_and_in_l2(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    await fill(a, b, "/catalog/a", "/catalog/a/b", "/catalogue")
+
+    await a.cache.invalidate(prefixes=["/catalog/"])
+    assert not a.in_l1("/catalog/a")  # at once on the node that invalidates
+
+    await assert_dropped_everywhere(a, b, "/catalog/a")
+    await assert_dropped_everywhere(a, b, "/catalog/a/b")
+    await assert_kept_everywhere(a, b, "/catalogue")
+
+
+# ----------------------------------------------------------------------------------------------- soft purge
+
+
+async def test_soft_purge_serves_stale_while_one_refresh_runs_on_each_node(
+    pair: tuple[Node, Node], origin: Origin
+) -> None:
+    a, b = pair
+    origin.serve("/s", tags=["soft"], cache_control="max-age=60, stale-while-revalidate=30")
+    await fill(a, b, "/s")
+
+    await a.cache.invalidate(tags=["soft"], soft=True)
+    await eventually(lambda: b.counters["messages_applied"] == 1, what="b applied the soft purge")
+
+    for node in (a, b):
+        calls = node.spy.calls["/s"]
+        entered, release = origin.hold("/s")  # the refresh waits in the app until released
+        for _ in range(3):
+            response = await node.get("/s")
+            assert "detail=stale-while-revalidate" in status(response), (node.name, status(response))
+            assert response.text == "/s v1"
+        await asyncio.wait_for(entered.wait(), WITHIN)
+        release.set()
+        await node.cache.drain()
+        assert node.spy.calls["/s"] == calls + 1, f"{node.name}: one refresh, one app call"
+        fresh = await node.get("/s")
+        assert is_l1_hit(fresh), node.name
+        assert fresh.text != "/s v1"
+
+
+async def test_soft_purge_without_stale_while_revalidate_revalidates(
+    pair: tuple[Node, Node], origin: Origin
+) -> None:
+    a, b = pair
+    origin.serve("/s", tags=["soft"], cache_control="max-age=60", etag='"e1"')
+    await fill(a, b, "/s")
+
+    await a.cache.invalidate(tags=["soft"], soft=True)
+    await eventually(lambda: b.counters["messages_applied"] == 1, what="b applied the soft purge")
+
+    for node in (a, b):
+        before = node.spy.calls["/s"]
+        response = await node.get("/s")
+        assert "fwd=stale" in status(response), (node.name, status(response))
+        assert "detail=revalidated" in status(response), (node.name, status(response))
+        assert response.text == "/s v1"  # the app answered 304: the stored body is still the one
+        assert node.spy.calls["/s"] == before + 1
+        assert is_l1_hit(await node.get("/s")), node.name
+
+
+# -------------------------------------------------------------------------------------- purge-all, FLUSHALL
+
+
+async def test_purge_all_makes_both_nodes_miss_and_changes_the_generation(
+    pair: tuple[Node, Node], raw: Redis, namespace: str
+) -> None:
+    a, b = pair
+    await fill(a, b, "/x", "/y")
+    token = await raw.get(f"{namespace}:generation")
+    assert token is not None
+
+    await a.cache.invalidate(everything=True)
+    await eventually(lambda: b.counters["messages_applied"] == 1, what="b applied the purge-all")
+
+    assert await raw.get(f"{namespace}:generation") not in (None, token)
+    await refetched(b, a, "/x")
+    await refetched(a, b, "/y")
+
+
+async def test_flushall_on_the_server_flushes_both_l1s(pair: tuple[Node, Node], raw: Redis) -> None:
+    a, b = pair
+    await fill(a, b, "/x")
+
+    await raw.flushall()
+
+    # The next generation check (every CHECK_INTERVAL) finds the token gone: within a few intervals.
+    await eventually(
+        lambda: not a.in_l1("/x") and not b.in_l1("/x"), within=10 * CHECK_INTERVAL, what="both L1s flushed"
+    )
+    await refetched(a, b, "/x")
+    assert a.counters["generation_changes"] == b.counters["generation_changes"] == 1
+
+
+# ------------------------------------------------------------------------------- raw messages on the wire
+
+
+async def test_the_same_message_id_twice_is_applied_once(
+    pair: tuple[Node, Node], origin: Origin, raw: Redis, namespace: str
+) -> None:
+    a, b = pair
+    origin.serve("/p/1", tags=["product:1"])
+    await fill(a, b, "/p/1")
+    message = {"id": "dup-1", "tags": ["product:1"]}
+
+    await publish_raw(raw, namespace, message)
+    await assert_dropped_everywhere(a, b, "/p/1")  # and stored again: b from the app, a from L2
+    await a.store.flush_writes()
+    await b.store.flush_writes()
+    for node in (a, b):
+        assert node.in_l1("/p/1"), node.name
+
+    await publish_raw(raw, namespace, message)
+    await eventually(
+        lambda: a.counters["duplicate_messages"] == b.counters["duplicate_messages"] == 1,
+        what="the duplicate reached both nodes",
+    )
+
+    await assert_kept_everywhere(a, b, "/p/1")
+    assert a.counters["messages_applied"] == b.counters["messages_applied"] == 1
+
+
+GARBAGE: list[tuple[str, bytes]] = [
+    ("not-json", b"purge product:1 please"),
+    ("not-json", b'{"id": "x", "tags": ["product:1"]'),
+    ("not-object", b'["product:1"]'),
+    ("bad-field", b'{"id": "x1", "tags": "product:1"}'),
+    ("bad-field", b'{"id": "x2", "tags": [1, 2]}'),
+    ("bad-field", b'{"id": "x3", "tags": ["product:1"], "soft": "yes"}'),
+    ("bad-id", b'{"tags": ["product:1"]}'),
+    ("bad-id", b'{"id": 42, "tags": ["product:1"]}'),
+    ("bad-path", b'{"id": "x4", "paths": ["p/1"]}'),
+    ("empty", b'{"id": "x5"}'),
+    ("too-large", json.dumps({"id": "x6", "tags": ["t" * 70_000]}).encode()),
+]
+
+
+async def test_garbage_messages_are_counted_by_reason_and_skipped(
+    pair: tuple[Node, Node], origin: Origin, raw: Redis, namespace: str
+) -> None:
+    a, b = pair
+    origin.serve("/p/1", tags=["product:1"])
+    await fill(a, b, "/p/1")
+    expected = Counter(f"bad_message:{reason}" for reason, _ in GARBAGE)
+
+    for _, payload in GARBAGE:
+        await publish_raw(raw, namespace, payload)
+
+    def bad_counts(node: Node) -> Counter[str]:
+        return Counter({k: v for k, v in node.counters.items() if k.startswith("bad_message:")})
+
+    await eventually(
+        lambda: bad_counts(a) == expected and bad_counts(b) == expected, what="every bad message counted"
+    )
+    await assert_kept_everywhere(a, b, "/p/1")  # nothing was applied
+    for node in (a, b):
+        assert node.counters["messages_applied"] == 0
+        assert node.shared.subscriber.handler_errors == 0
+        assert node.shared.subscriber.connected
+
+    await publish_raw(raw, namespace, {"id": "valid-1", "tags": ["product:1"]})
+    await assert_dropped_everywhere(a, b, "/p/1")
+
+
+async def test_the_l2_clean_up_of_a_raw_message_is_done_once(
+    pair: tuple[Node, Node], origin: Origin, raw: Redis, namespace: str
+) -> None:
+    a, b = pair
+    origin.serve("/p/1", tags=["product:1"])
+    await fill(a, b, "/p/1")
+    for node in (a, b):
+        node.record_applied()
+
+    await publish_raw(raw, namespace, {"id": "claim-1", "tags": ["product:1"]})
+    await eventually(lambda: len(a.applied) + len(b.applied) == 3, what="both nodes applied it")
+
+    assert await raw.exists(f"{namespace}:claim:claim-1") == 1
+    # Each node drops its L1 first; only the claimer then applies it to L2 as well.
+    per_node = sorted(tuple(shared for _, shared in node.applied) for node in (a, b))
+    assert per_node == [(False,), (False, True)]
+    assert not await a.in_l2("/p/1")
+    assert not a.in_l1("/p/1")
+    assert not b.in_l1("/p/1")
+
+
+# ---------------------------------------------------------------------------------- subscriber disconnect
+
+
+async def test_lost_subscription_flushes_and_bypasses_l1_until_resubscribed(
+    pair: tuple[Node, Node], redis_server: RedisServer
+) -> None:
+    a, b = pair
+    await fill(a, b, "/x")
+
+    redis_server.kill()
+    await eventually(
+        lambda: a.store.l1_bypass and b.store.l1_bypass, what="both nodes noticed the lost subscription"
+    )
+    for node in (a, b):
+        assert len(node.store.l1) == 0, node.name
+        assert node.counters["subscriber_disconnects"] == 1
+        for _ in range(2):
+            response = await node.get("/x")
+            assert not is_l1_hit(response), (node.name, status(response))
+
+    redis_server.start()
+    await eventually(
+        lambda: not a.store.l1_bypass and not b.store.l1_bypass,
+        within=RECONNECT_WITHIN,
+        what="both nodes subscribed again",
+    )
+    for node in (a, b):
+        assert node.shared.subscriber.connected
+        await node.get("/x")
+        assert is_l1_hit(await node.get("/x")), node.name
+
+
+# ---------------------------------------------------------------------------------------------- domain events
+
+
+PAYMENT_RULES = {"payment.completed": ["user:{user_id}", "contract:{contract_id}"]}
+
+
+@pytest.fixture
+async def event_pair(pair: tuple[Node, Node], origin: Origin) -> tuple[Node, Node]:
+    a, b = pair
+    for node in pair:
+        node.cache.on_events(PAYMENT_RULES)
+    origin.serve("/u/7", tags=["user:7"])
+    origin.serve("/u/8", tags=["user:8"])
+    origin.serve("/c/9", tags=["contract:9"])
+    await fill(a, b, "/u/7", "/u/8", "/c/9")
+    return pair
+
+
+async def test_a_domain_event_drops_the_mapped_tags_on_both_nodes(event_pair: tuple[Node, Node]) -> None:
+    a, b = event_pair
+
+    await a.cache.publish_event("payment.completed", {"user_id": 7, "contract_id": 9})
+
+    await assert_dropped_everywhere(a, b, "/u/7")
+    await assert_dropped_everywhere(a, b, "/c/9")
+    await assert_kept_everywhere(a, b, "/u/8")
+
+
+async def test_the_same_event_id_twice_is_applied_once(event_pair: tuple[Node, Node]) -> None:
+    a, b = event_pair
+    data = {"user_id": 7, "contract_id": 9}
+
+    await a.cache.publish_event("payment.completed", data, event_id="evt-1")
+    await assert_dropped_everywhere(a, b, "/u/7")
+    await assert_dropped_everywhere(a, b, "/c/9")
+    await a.store.flush_writes()
+    await b.store.flush_writes()
+
+    await b.cache.publish_event("payment.completed", data, event_id="evt-1")
+    await eventually(
+        lambda: a.counters["duplicate_messages"] == b.counters["duplicate_messages"] == 1,
+        what="the duplicate reached both nodes",
+    )
+
+    await assert_kept_everywhere(a, b, "/u/7")
+    await assert_kept_everywhere(a, b, "/c/9")
+    assert a.counters["messages_applied"] == b.counters["messages_applied"] == 1
+
+
+async def test_an_event_missing_a_field_drops_only_the_tags_it_can_fill(
+    event_pair: tuple[Node, Node],
+) -> None:
+    a, b = event_pair
+
+    await a.cache.publish_event("payment.completed", {"user_id": 7})
+
+    await assert_dropped_everywhere(a, b, "/u/7")
+    await assert_kept_everywhere(a, b, "/c/9")
+    await assert_kept_everywhere(a, b, "/u/8")
+
+
+# ----------------------------------------------------------------------------------- the fill/purge race
+
+
+@pytest.mark.parametrize("source", ["other-node", "local"])
+async def test_a_fill_that_began_before_an_invalidation_is_not_stored(
+    pair: tuple[Node, Node], origin: Origin, source: str
+) -> None:
+    a, b = pair
+    origin.serve("/slow", tags=["slow"])
+    entered, release = origin.hold("/slow")
+
+    request = asyncio.create_task(a.get("/slow"))
+    await asyncio.wait_for(entered.wait(), WITHIN)
+    if source == "local":
+        await a.cache.invalidate(tags=["slow"])
+    else:
+        await b.cache.invalidate(tags=["slow"])
+        await eventually(lambda: a.counters["messages_applied"] == 1, what="a applied the purge")
+    release.set()
+    response = await asyncio.wait_for(request, WITHIN)
+
+    assert response.text == "/slow v1"  # served…
+    assert "detail=not-stored" in status(response)  # …but not stored
+    await a.store.flush_writes()
+    assert not a.in_l1("/slow")
+    assert not await a.in_l2("/slow")
+    del origin.gates["/slow"]
+    assert "stored" in status(await a.get("/slow"))
+    assert a.spy.calls["/slow"] == 2
+
+
+# ------------------------------------------------------------------------------------- Redis unreachable
+
+
+@pytest.fixture
+def durable_redis() -> Iterator[RedisServer]:
+    """A private redis-server that keeps its data across a stop and start (append-only file)."""
+    with RedisServer(extra_args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
+        yield server
+
+
+def exists(server: RedisServer, key: str) -> bool:
+    with server.admin_client() as client:
+        return bool(client.exists(key))
+
+
+@pytest.mark.parametrize("how", ["invalidate", "event"])
+async def test_an_invalidation_made_while_redis_is_down_reaches_l2_once_it_is_back(
+    durable_redis: RedisServer, make_node: NodeFactory, origin: Origin, how: str
+) -> None:
+    # (durable_redis first: it is torn down after the nodes are closed)
+    a = await make_node("a", redis_url=durable_redis.url)
+    b = await make_node("b", redis_url=durable_redis.url)
+    for node in (a, b):
+        node.cache.on_events(PAYMENT_RULES)
+    origin.serve("/p/1", tags=["user:7"])
+    await fill(a, b, "/p/1")
+    entry_key = a.store.l2.entry_key(digest_of("/p/1"))
+    assert exists(durable_redis, entry_key)
+
+    durable_redis.stop()
+    if how == "invalidate":
+        assert await a.cache.invalidate(tags=["user:7"]) == 1  # never raises; a's L1 copy is dropped
+    else:
+        await a.cache.publish_event("payment.completed", {"user_id": 7})  # never raises
+    assert not a.in_l1("/p/1")
+
+    durable_redis.start()  # with its data: the entry is back in L2 until the purge reaches it
+    await eventually(
+        lambda: not exists(durable_redis, entry_key), within=RECONNECT_WITHIN, what="the purge reached L2"
+    )
+    # b, which never heard of the purge, does not find the entry in L2 either.
+    await eventually(lambda: not b.store.l1_bypass, within=RECONNECT_WITHIN, what="b subscribed again")
+    assert "stored" in status(await b.get("/p/1"))
