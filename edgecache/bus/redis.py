@@ -129,6 +129,10 @@ def _as_bytes(value: object) -> bytes:
     return str(value).encode("utf-8", "surrogateescape")  # a client that decodes responses
 
 
+STOP_ATTEMPTS = 20
+STOP_WAIT = 0.1  # seconds per attempt: stop() returns within about two seconds whatever redis-py does
+
+
 class InvalidationSubscriber:
     """Subscribes to ``channels`` (name → async handler of the raw payload) and keeps that subscription
     alive until ``stop()``. See the module docstring for the state machine.
@@ -211,10 +215,16 @@ class InvalidationSubscriber:
             if task is _current_task():
                 task.cancel()  # from a handler or callback: the task ends (and closes) at its next await
                 return
-            if not task.done():
+            # A cancellation can be swallowed by a wait_for inside redis-py (Python 3.11): cancel again until
+            # the task ends, bounded, so that shutdown never hangs on the subscriber.
+            for _ in range(STOP_ATTEMPTS):
+                if task.done():
+                    break
                 task.cancel()
-                await asyncio.wait({task})
-            if not task.cancelled() and task.exception() is not None:
+                await asyncio.wait({task}, timeout=STOP_WAIT)
+            if not task.done():
+                logger.error("edgecache bus: subscriber task did not stop; abandoning it")
+            elif not task.cancelled() and task.exception() is not None:
                 logger.error("edgecache bus: subscriber task failed", exc_info=task.exception())
         await self._close_connection()
         self._connected = False
