@@ -31,7 +31,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,10 +40,14 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.reporting import run_and_print  # noqa: E402 - after the repository root is on sys.path
+
 HOST = "127.0.0.1"  # every server binds here and every request targets it; never anything else
 PATH = "/"  # benchmarks.apps.PATH
 TARGET_THROUGHPUT_RATIO = 0.85  # cached hit requests/s >= 0.85 x bare requests/s
@@ -501,33 +504,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     wrk = shutil.which("wrk")
     if wrk is None:
         print("error: 'wrk' is not on PATH. Install it with:\n    apt-get install -y wrk", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    try:
-        report = measure(args, wrk)
-    except BenchmarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, http.client.HTTPException) as exc:  # a server died or stopped answering mid-run
-        print(f"error: request to a benchmark server failed: {exc!r}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(render_table(report))
-    return 0
+    return run_and_print(
+        lambda: measure(args, wrk),
+        render_table,
+        as_json=args.json,
+        failures=(BenchmarkError,),
+        interrupted="interrupted; servers stopped",
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from benchmarks import http_hit_path as hit  # noqa: E402 - after the repository root is on sys.path
 from benchmarks.private_redis import PrivateRedis, RedisUnavailable  # noqa: E402
+from benchmarks.reporting import run_and_print  # noqa: E402
 
 HOST = hit.HOST
 PATH = hit.PATH
@@ -425,23 +425,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wrk = shutil.which("wrk")
     assert wrk is not None
-    signal.signal(signal.SIGTERM, hit._raise_on_sigterm)
-    try:
-        report = measure(args, wrk)
-    except (hit.BenchmarkError, RedisUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (OSError, http.client.HTTPException) as exc:  # a server died or stopped answering mid-run
-        print(f"error: request to a benchmark server failed: {exc!r}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(render_table(report))
-    return 0
+    return run_and_print(
+        lambda: measure(args, wrk),
+        render_table,
+        as_json=args.json,
+        failures=(hit.BenchmarkError, RedisUnavailable),
+        interrupted="interrupted; servers stopped",
+    )
 
 
 if __name__ == "__main__":

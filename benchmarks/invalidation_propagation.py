@@ -43,7 +43,6 @@ import multiprocessing
 import os
 import random
 import shutil
-import signal
 import statistics
 import sys
 import time
@@ -51,7 +50,6 @@ import uuid
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +57,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.private_redis import PrivateRedis, RedisUnavailable  # noqa: E402
+from benchmarks.reporting import run_and_print  # noqa: E402
 
 if TYPE_CHECKING:
     from starlette.types import Message, Receive, Scope, Send
@@ -562,10 +561,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally block that stops node B and redis
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("redis-server") is None:
@@ -582,20 +577,13 @@ def main(argv: list[str] | None = None) -> int:
                 "error: uvloop is not installed (use --loop asyncio, or pip install uvloop)", file=sys.stderr
             )
             return 2
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    try:
-        report = measure(args)
-    except (BenchmarkError, RedisUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; node B and redis-server stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(render_table(report))
-    return 0
+    return run_and_print(
+        lambda: measure(args),
+        render_table,
+        as_json=args.json,
+        failures=(BenchmarkError, RedisUnavailable),
+        interrupted="interrupted; node B and redis-server stopped",
+    )
 
 
 if __name__ == "__main__":
