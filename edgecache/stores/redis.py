@@ -37,6 +37,7 @@ A production purge-all will be a generation bump in the key prefix instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -269,7 +270,14 @@ class RedisStore:
         for digest in tag_digests:
             pipe.execute_command("EVAL", _ADD_TAG, 1, self._tag_prefix + digest, key, ttl_ms)
         if len(pipe):
-            await self._run(pipe.execute())
+            try:
+                await self._run(pipe.execute())
+            except StoreUnavailable:
+                # Part of the write was refused (e.g. OOM lets the entry in but not its tag index): an
+                # entry that a tag purge could miss must not stay. UNLINK is allowed even when out of memory.
+                with contextlib.suppress(StoreUnavailable):
+                    await self._run(self._client.unlink(entry_key))
+                raise
         return True
 
     def _encode_storable(self, key: str, value: CacheObject, seconds_left: float) -> bytes | None:

@@ -592,12 +592,6 @@ async def test_an_out_of_memory_redis_refuses_writes_but_still_serves_reads(
     assert await store.get_tiered("new0") == (store.get_nowait("new0"), Reason.L1)
 
 
-@pytest.mark.xfail(
-    reason="RedisStore.set under OOM: _SET_ENTRY starts with UNLINK (allowed when out of memory), then "
-    "Redis lets the script's HSET through, while the tag script's SADD is refused: the entry is written but "
-    "not indexed, so a tag purge misses it (edgecache/stores/redis.py, not the tiered store)",
-    strict=False,
-)
 async def test_a_write_refused_for_memory_leaves_no_unindexed_entry(
     new_tiered: Callable[..., TieredStore], full_server: RedisServer, clock: FakeClock
 ) -> None:
