@@ -148,6 +148,9 @@ class Settings:
     hit_for_miss_ttl: float = 30.0
     origin_timeout: float | None = None
     strip_tag_headers: bool = True
+    # The host every cache key uses instead of the request's Host; the proxy sets it to its upstream, so
+    # that invented Host headers cannot multiply entries of one origin.
+    key_host: str | None = None
     cdn_origin: str | None = None
     cdn_paths: tuple[str, ...] = ()
 
@@ -223,6 +226,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "hit_for_miss_ttl": parse_seconds,
     "origin_timeout": parse_optional_seconds,
     "strip_tag_headers": parse_bool,
+    "key_host": parse_optional_str,
     "cdn_origin": parse_optional_str,
     "cdn_paths": parse_list,
 }

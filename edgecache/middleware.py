@@ -75,6 +75,8 @@ class CacheInterceptor:
         )
         self._plain_hits = not self.cache.recipe.headers and not self.cache.recipe.cookies
         self._started = False
+        key_host = self.cache.settings.key_host
+        self._key_host = key_host.encode("latin-1") if key_host is not None else None
         # A store with a synchronous read (the memory L1) is read without a coroutine on the hit path.
         self._get_nowait: Callable[[str], CacheObject | None] | None = getattr(
             self.cache.store, "get_nowait", None
@@ -133,7 +135,9 @@ class CacheInterceptor:
                 return False  # upper-case names are unusual enough to leave to the full path
             if name == b"host":
                 host = value
-        if host is None:
+        if self._key_host is not None:
+            host = self._key_host
+        elif host is None:
             return False
         cache = self.cache
         path = scope.get("raw_path") or scope["path"].encode("utf-8")
@@ -185,7 +189,9 @@ def _has_body(fields: Fields) -> bool:
     return length is not None and length.strip() not in ("", "0")
 
 
-def _host(scope: Scope, fields: Fields) -> str:
+def _host(scope: Scope, fields: Fields, fixed: str | None = None) -> str:
+    if fixed is not None:
+        return fixed
     host = fields.get("host")
     if host:
         return host
@@ -243,7 +249,9 @@ class _Exchange:
         plan = self.plan = _plan(cache, scope["method"], fields)
         query = cache.query_filter.apply(scope.get("query_string", b""))
         path = scope.get("raw_path") or scope["path"].encode("utf-8")
-        self.uri = uri_components(scope.get("scheme", "http"), _host(scope, fields), path, query)
+        self.uri = uri_components(
+            scope.get("scheme", "http"), _host(scope, fields, cache.settings.key_host), path, query
+        )
         if not plan.lookup and not plan.store:
             await self._bypass(query)
             return

@@ -16,6 +16,7 @@ import socket
 from collections.abc import Generator, Iterable
 from typing import Any
 
+import httpx
 import uvicorn
 
 from edgecache.config import Settings
@@ -81,7 +82,11 @@ class ProxyServer:
         admin_token: str | None = None,
         log_level: str = "warning",
     ) -> None:
-        self.cache = Cache(settings or Settings(default_ttl=0))
+        settings = settings or Settings(default_ttl=0)
+        if settings.key_host is None:
+            # One upstream: keys on its host, whatever Host clients send.
+            settings = dataclasses.replace(settings, key_host=httpx.URL(upstream).netloc.decode("ascii"))
+        self.cache = Cache(settings)
         self.limits = limits or Limits()
         self.proxy = ProxyApp(
             upstream,

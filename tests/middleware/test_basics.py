@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import httpx
+
+from edgecache import Cache, CacheInterceptor, Settings
 from tests.middleware.conftest import HarnessFactory, cache_status, versioned
 
 
@@ -163,3 +166,25 @@ async def test_app_reaches_the_cache_through_the_scope(harness: HarnessFactory) 
     h = harness({"/r": versioned()})
     await h.get("/r")
     assert h.origin.last["edgecache.cache"] is h.cache
+
+
+async def test_key_host_makes_every_host_share_one_key() -> None:
+    calls = 0
+
+    async def app(scope, receive, send):
+        nonlocal calls
+        calls += 1
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    cache = Cache(Settings.load({"key_host": "origin.internal", "default_ttl": 60}, environ={}))
+    wrapped = CacheInterceptor(app, cache=cache)
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        first = await client.get("/x", headers={"host": "a.example"})
+        second = await client.get("/x", headers={"host": "b.example"})
+        third = await client.get("/x", headers={"host": "c.example", "accept": "text/plain"})
+    assert calls == 1
+    assert first.headers["cache-status"] == "edgecache; fwd=uri-miss; stored"
+    assert "hit" in second.headers["cache-status"]
+    assert "hit" in third.headers["cache-status"]
