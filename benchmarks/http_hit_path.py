@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -46,7 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.reporting import run_and_print  # noqa: E402 - after the repository root is on sys.path
+from benchmarks.reporting import run_and_print, stop_process, summarize_runs  # noqa: E402 - after the repository root is on sys.path
 
 HOST = "127.0.0.1"  # every server binds here and every request targets it; never anything else
 PATH = "/"  # benchmarks.apps.PATH
@@ -54,7 +54,6 @@ TARGET_THROUGHPUT_RATIO = 0.85  # cached hit requests/s >= 0.85 x bare requests/
 TARGET_P99_RATIO = 1.5  # cached hit p99 <= 1.5 x bare p99
 
 STARTUP_TIMEOUT = 30.0  # seconds for a server to answer its first request
-STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 WRK_GRACE = 30.0  # seconds wrk may overrun --duration before it is killed
 PAUSE_BETWEEN_RUNS = 0.5  # seconds
 WARMUP_REQUESTS = 50  # sequential requests per server before the wrk warm-up
@@ -269,16 +268,8 @@ class Server:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        log, self._log = self._log, None
+        stop_process(proc, log)
 
 
 def _describe(reply: Reply) -> str:
@@ -384,17 +375,7 @@ def measure(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     for spec in specs:
-        runs = per_round[spec.name]
-        results[spec.name] = {
-            "label": spec.label,
-            "app": spec.app,
-            "requests_per_sec": statistics.median(r.requests_per_sec for r in runs),
-            "p50_ms": statistics.median(r.p50_ms for r in runs),
-            "p99_ms": statistics.median(r.p99_ms for r in runs),
-            "non_2xx_3xx": sum(r.non_2xx_3xx for r in runs),
-            "socket_errors": sum(r.socket_errors for r in runs),
-            "rounds": [asdict(r) for r in runs],
-        }
+        results[spec.name] = summarize_runs(spec.label, spec.app, per_round[spec.name])
     # Ratios are taken per round (the servers of one round run back to back, so they share the machine's
     # momentary speed) and the median of those is reported: on a shared machine the absolute numbers
     # drift by tens of percent between rounds.

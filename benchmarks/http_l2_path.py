@@ -42,7 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from benchmarks import http_hit_path as hit  # noqa: E402 - after the repository root is on sys.path
 from benchmarks.private_redis import PrivateRedis, RedisUnavailable  # noqa: E402
-from benchmarks.reporting import run_and_print  # noqa: E402
+from benchmarks.reporting import run_and_print, summarize_runs  # noqa: E402
 
 HOST = hit.HOST
 PATH = hit.PATH
@@ -276,17 +276,9 @@ def measure(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     for spec in SPECS:
-        runs = per_round[spec.name]
         results[spec.name] = {
-            "label": spec.label,
-            "app": spec.app,
-            "requests_per_sec": statistics.median(r.requests_per_sec for r in runs),
-            "p50_ms": statistics.median(r.p50_ms for r in runs),
-            "p99_ms": statistics.median(r.p99_ms for r in runs),
-            "non_2xx_3xx": sum(r.non_2xx_3xx for r in runs),
-            "socket_errors": sum(r.socket_errors for r in runs),
+            **summarize_runs(spec.label, spec.app, per_round[spec.name]),
             "endpoint_calls_during_load": calls_during_load.get(spec.name),
-            "rounds": [asdict(r) for r in runs],
         }
     # Per-round ratios (the servers of one round run back to back and share the machine's momentary speed),
     # and their median.

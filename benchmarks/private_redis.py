@@ -16,10 +16,11 @@ import time
 from types import TracebackType
 from typing import IO
 
+from benchmarks.reporting import stop_process
+
 HOST = "127.0.0.1"
 DEFAULT_PORT = 6379  # the machine's own Redis, if any: never used
 START_TIMEOUT = 10.0  # seconds until the server must answer PING
-STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 
 
 class RedisUnavailable(Exception):
@@ -117,16 +118,8 @@ class PrivateRedis:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        log, self._log = self._log, None
+        stop_process(proc, log)
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None

@@ -5,10 +5,55 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import statistics
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from types import FrameType
-from typing import Any
+from typing import IO, Any, Protocol
+
+STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
+
+
+class WrkRun(Protocol):
+    @property
+    def requests_per_sec(self) -> float: ...
+    @property
+    def p50_ms(self) -> float: ...
+    @property
+    def p99_ms(self) -> float: ...
+    @property
+    def non_2xx_3xx(self) -> int: ...
+    @property
+    def socket_errors(self) -> int: ...
+
+
+def summarize_runs(label: str, app: str, runs: Sequence[WrkRun]) -> dict[str, Any]:
+    """One server's rounds: medians of requests/s, p50 and p99, error totals, and every round."""
+    return {
+        "label": label,
+        "app": app,
+        "requests_per_sec": statistics.median(r.requests_per_sec for r in runs),
+        "p50_ms": statistics.median(r.p50_ms for r in runs),
+        "p99_ms": statistics.median(r.p99_ms for r in runs),
+        "non_2xx_3xx": sum(r.non_2xx_3xx for r in runs),
+        "socket_errors": sum(r.socket_errors for r in runs),
+        "rounds": [asdict(r) for r in runs],  # type: ignore[call-overload]
+    }
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, log: IO[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; the process's log file is closed (and so deleted)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT)
+    if log is not None:
+        log.close()
 
 
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
