@@ -518,7 +518,9 @@ def test_traffic_during_a_purge_never_brings_the_purged_entry_back(cluster: Clus
             running = [pool.submit(traffic, node) for node in (*cluster.nodes, *cluster.nodes)]
             try:
                 assert publish(cluster.redis, {"id": uuid.uuid4().hex, "tags": [tag]}) == 2
-                wait_for(functools.partial(l2_clean, cluster.redis, tag), BUG_DEADLINE, "L2 purged")
+                # How long the 20,000-member purge takes depends on the machine's load; what is checked is
+                # what the nodes serve once it is done.
+                wait_for(functools.partial(l2_clean, cluster.redis, tag), PROPAGATION_DEADLINE, "L2 purged")
             finally:
                 stop.set()
             for future in running:
