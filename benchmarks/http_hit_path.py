@@ -46,7 +46,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.reporting import run_and_print, stop_process, summarize_runs  # noqa: E402 - after the repository root is on sys.path
+from benchmarks.reporting import (  # noqa: E402 - after the repository root is on sys.path
+    log,
+    non_negative_int,
+    positive_int,
+    run_and_print,
+    stop_process,
+    summarize_runs,
+)
 
 HOST = "127.0.0.1"  # every server binds here and every request targets it; never anything else
 PATH = "/"  # benchmarks.apps.PATH
@@ -442,24 +449,6 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(
@@ -467,16 +456,16 @@ def build_parser() -> argparse.ArgumentParser:
             "driven by wrk on 127.0.0.1): a FastAPI app behind CacheInterceptor vs. a bare ASGI app."
         ),
     )
-    parser.add_argument("--connections", type=_positive_int, default=32, help="wrk -c (default: 32)")
-    parser.add_argument("--duration", type=_positive_int, default=5, help="seconds per wrk run (default: 5)")
+    parser.add_argument("--connections", type=positive_int, default=32, help="wrk -c (default: 32)")
+    parser.add_argument("--duration", type=positive_int, default=5, help="seconds per wrk run (default: 5)")
     parser.add_argument(
         "--rounds",
-        type=_positive_int,
+        type=positive_int,
         default=5,
         help="wrk runs per server, server order rotated each round; the median is reported (default: 5)",
     )
     parser.add_argument(
-        "--warmup", type=_non_negative_int, default=2, help="seconds of wrk warm-up per server (default: 2)"
+        "--warmup", type=non_negative_int, default=2, help="seconds of wrk warm-up per server (default: 2)"
     )
     parser.add_argument(
         "--include-uncached", action="store_true", help="also measure the FastAPI app without the cache"

@@ -53,7 +53,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from benchmarks import http_hit_path as hit  # noqa: E402 - after the repository root is on sys.path
 from benchmarks.private_redis import PrivateRedis, RedisUnavailable  # noqa: E402
-from benchmarks.reporting import run_and_print, summarize_runs  # noqa: E402
+from benchmarks.reporting import log, non_negative_int, positive_int, run_and_print, summarize_runs  # noqa: E402
 
 HOST = hit.HOST
 PATH = hit.PATH
@@ -348,10 +348,6 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(
@@ -359,19 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
             "wrk on 127.0.0.1), against its L1 hit, a bare ASGI app and fastapi-cache2 with Redis."
         ),
     )
-    parser.add_argument("--connections", type=hit._positive_int, default=32, help="wrk -c (default: 32)")
-    parser.add_argument(
-        "--duration", type=hit._positive_int, default=5, help="seconds per wrk run (default: 5)"
-    )
+    parser.add_argument("--connections", type=positive_int, default=32, help="wrk -c (default: 32)")
+    parser.add_argument("--duration", type=positive_int, default=5, help="seconds per wrk run (default: 5)")
     parser.add_argument(
         "--rounds",
-        type=hit._positive_int,
+        type=positive_int,
         default=5,
         help="wrk runs per server, server order rotated each round; the median is reported (default: 5)",
     )
     parser.add_argument(
         "--warmup",
-        type=hit._non_negative_int,
+        type=non_negative_int,
         default=2,
         help="seconds of wrk warm-up per server (default: 2)",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import signal
@@ -83,3 +84,22 @@ def run_and_print(
         return 130
     print(json.dumps(report, indent=2) if as_json else render(report))
     return 0
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr, so stdout carries only the table or the JSON."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def positive_int(text: str) -> int:
+    value = int(text.replace("_", ""))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text.replace("_", ""))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
