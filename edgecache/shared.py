@@ -159,6 +159,7 @@ class SharedTier:
                     if self._l1_waits_for_generation and self.subscriber.connected:
                         await self._use_l1_again()
                     await self._publish_again()
+                    await self.store.retry_pending_purges()
             except Exception:  # the watcher must outlive any single failure
                 logger.exception("edgecache: generation check failed")
             await asyncio.sleep(self._interval)

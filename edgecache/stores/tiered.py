@@ -150,7 +150,7 @@ class TieredStore:
                     self.counters["l2_write_superseded"] += 1
                     if await self._l2_call("delete", self.l2.delete(key)) is None:
                         self._pending_purges.append((frozenset(), (key,)))
-                await self._retry_pending_purges()
+                await self.retry_pending_purges()
             except Exception:  # the writer must outlive any single bad write
                 logger.exception("edgecache l2: write-behind failed")
             finally:
@@ -249,8 +249,10 @@ class TieredStore:
                 count += 1
         return count
 
-    async def _retry_pending_purges(self) -> None:
-        while self._pending_purges and self.breaker.state == "closed":
+    async def retry_pending_purges(self) -> None:
+        """Apply to L2 the purges it missed; called after each L2 write and by the shared tier's watcher,
+        so that a node taking no writes still catches up."""
+        while self._pending_purges:  # _l2_call asks the breaker (and lets a half-open probe through)
             tags, keys = self._pending_purges[0]
             if tags and await self._l2_call("purge", self.l2.purge_tags(tags)) is None:
                 return
