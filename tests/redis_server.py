@@ -378,13 +378,27 @@ class SentinelDeployment:
 
         wait_until(settled, "the Sentinel deployment settled", within)
 
-    def failover(self) -> RedisServer:
-        """``SENTINEL FAILOVER``: a replica is promoted; returns once the deployment has settled on it."""
+    def failover(self, settle: bool = True) -> RedisServer:
+        """``SENTINEL FAILOVER``: a replica is promoted; returns the new master once every sentinel names it
+        and it says it is a master, and (``settle``) once the old master has become its replica, which
+        Sentinel only does when it next polls it (up to ten seconds: the old one stays a master meanwhile)."""
         before = self.current_master()
         with self.sentinels[0].admin_client() as admin:
             admin.execute_command("SENTINEL", "FAILOVER", self.service)
-        wait_until(lambda: self.current_master() is not before, "the failover", within=20.0)
-        self.wait_settled()
+
+        def promoted() -> bool:
+            named = set()
+            for sentinel in self.sentinels:
+                with sentinel.admin_client() as admin:
+                    named.add(int(admin.sentinel_get_master_addr_by_name(self.service)[1]))
+            if len(named) != 1 or before.port in named:
+                return False
+            with self.current_master().admin_client() as admin:
+                return bool(admin.info("replication")["role"] == "master")
+
+        wait_until(promoted, "the failover", within=20.0)
+        if settle:
+            self.wait_settled()
         return self.current_master()
 
     def reset(self) -> None:
