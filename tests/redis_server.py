@@ -285,6 +285,30 @@ class LocalCluster:
             with server.admin_client() as admin:
                 admin.flushall()
 
+    def move_slot(self, slot: int, to: RedisServer, probe_key: str) -> None:
+        """Give an empty ``slot`` to node ``to`` (CLUSTER SETSLOT … NODE on every node, the new owner first),
+        and wait until every node redirects ``probe_key`` (a key in that slot) there."""
+        with to.admin_client() as admin:
+            node_id = admin.execute_command("CLUSTER", "MYID")
+        for server in sorted(self.servers, key=lambda server: server is not to):
+            with server.admin_client() as admin:
+                admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", node_id)
+
+        def agreed() -> bool:
+            for server in self.servers:
+                with server.admin_client() as admin:
+                    try:
+                        admin.get(probe_key)
+                    except redis.ResponseError as moved:
+                        if not str(moved).endswith(f":{to.port}"):
+                            return False
+                    else:
+                        if server is not to:
+                            return False
+            return True
+
+        wait_until(agreed, f"slot {slot} moved to {to.port}")
+
     def cleanup(self) -> None:
         for server in self.servers:
             server.cleanup()

@@ -128,7 +128,8 @@ def shard_owner_factory(
             settings.setdefault(name, connection[name])
 
     async def make() -> Redis:
-        await cluster.nodes_manager.initialize()
+        await cluster.initialize()  # the first time: slot map and command table (a no-op afterwards)
+        await cluster.nodes_manager.initialize()  # every time: the slot map as it is now
         node = cluster.get_node_from_key(channel)
         if node is None:
             raise ConnectionError(f"no cluster node owns the slot of {channel!r}")
