@@ -402,13 +402,17 @@ class SentinelDeployment:
 
         wait_until(settled, "the Sentinel deployment settled", within)
 
-    def failover(self, settle: bool = True) -> RedisServer:
-        """``SENTINEL FAILOVER``: a replica is promoted; returns the new master once every sentinel names it
-        and it says it is a master, and (``settle``) once the old master has become its replica, which
-        Sentinel only does when it next polls it (up to ten seconds: the old one stays a master meanwhile)."""
+    def failover(self, settle: bool = True, kill: bool = False) -> RedisServer:
+        """``SENTINEL FAILOVER`` (or, with ``kill``, SIGKILL the master for the sentinels to see): a replica
+        is promoted; returns the new master once every sentinel names it and it says it is a master, and
+        (``settle``, not with ``kill``) once the old master has become its replica, which Sentinel only does
+        when it next polls it (up to ten seconds: the old one stays a master meanwhile)."""
         before = self.current_master()
-        with self.sentinels[0].admin_client() as admin:
-            admin.execute_command("SENTINEL", "FAILOVER", self.service)
+        if kill:
+            before.kill()
+        else:
+            with self.sentinels[0].admin_client() as admin:
+                admin.execute_command("SENTINEL", "FAILOVER", self.service)
 
         def promoted() -> bool:
             named = set()
@@ -420,8 +424,8 @@ class SentinelDeployment:
             with self.current_master().admin_client() as admin:
                 return bool(admin.info("replication")["role"] == "master")
 
-        wait_until(promoted, "the failover", within=20.0)
-        if settle:
+        wait_until(promoted, "the failover", within=30.0)
+        if settle and not kill:
             self.wait_settled()
         return self.current_master()
 
