@@ -421,14 +421,14 @@ def run_proxy(args: argparse.Namespace) -> int:
     shutdown_timeout = get("shutdown_timeout", parse_seconds, 10.0)
     preserve_host = bool(get("preserve_host", parse_bool, False))
     ryw_window = get("read_your_writes_window", parse_seconds, DEFAULT_READ_YOUR_WRITES_WINDOW)
-    breaker_failures = get("upstream_breaker_failures", _count, DEFAULT_BREAKER_FAILURES)
+    breaker_failures = get("upstream_breaker_failures", _positive_count, DEFAULT_BREAKER_FAILURES)
     breaker_reset = get("upstream_breaker_reset", parse_seconds, DEFAULT_BREAKER_RESET)
     health_options = {
         "path": get("health_path", str, _HEALTH.path),
         "interval": get("health_interval", parse_seconds, _HEALTH.interval),
         "timeout": get("health_timeout", _positive_seconds, _HEALTH.timeout),
-        "window": get("health_window", _count, _HEALTH.window),
-        "threshold": get("health_threshold", _count, _HEALTH.threshold),
+        "window": get("health_window", _positive_count, _HEALTH.window),
+        "threshold": get("health_threshold", _positive_count, _HEALTH.threshold),
         "initial": get("health_initial", _count, None),
     }
     try:
@@ -504,6 +504,13 @@ def _count(value: object) -> int:
     if not text.isdigit():
         raise ValueError(f"expected a whole number, got {value!r}")
     return int(text)
+
+
+def _positive_count(value: object) -> int:
+    count = _count(value)
+    if count < 1:
+        raise ValueError(f"expected at least 1, got {value!r}")
+    return count
 
 
 def _positive_seconds(value: object) -> float:

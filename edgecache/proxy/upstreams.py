@@ -369,7 +369,8 @@ class UpstreamPool:
         upstream.probes.record(result.ok)
         upstream.last_probe = result
         if was_healthy != upstream.healthy:
-            logger.warning(
+            logger.log(
+                logging.INFO if upstream.healthy else logging.WARNING,
                 "edgecache proxy: %s (%s) is now %s (probe: %s)",
                 upstream.name,
                 upstream.url,
