@@ -223,6 +223,8 @@ def run(
         settings._check()
     server = ProxyServer(upstream, listen, admin_listen, settings=settings, **options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request (each proxied one, each health probe) at INFO: far too much for a proxy.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         import uvloop  # noqa: PLC0415 - optional
 
