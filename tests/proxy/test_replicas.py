@@ -79,6 +79,8 @@ async def test_the_replica_with_fewer_requests_in_flight_gets_the_reads(
         busy.app.gate.set()
         async for _ in chunks:
             pass
+    # The proxy counts the request done a moment after the client has the last byte.
+    await wait_for_readyz(client, proxy, lambda r: all(x["outstanding"] == 0 for x in r["replicas"]))
     assert Counter(await _who(client, proxy, 4)) == {"replica-1": 2, "replica-2": 2}
 
 
@@ -181,19 +183,20 @@ async def test_a_stopped_replica_is_ejected_by_its_breaker_and_readmitted_after_
         read_your_writes_window=0,
         health=NO_PROBES,
         breaker_failures=2,
-        breaker_reset=0.3,
+        breaker_reset=60,  # no trial request while the counts below are taken
     )
     port = replicas[1].port
     await replicas[1].stop()
     # Every read succeeds: the ones sent to the stopped replica are retried on replica-1.
     assert await _who(client, proxy, 8) == ["replica-1"] * 8
     report = (await client.get(proxy.admin_url + "/readyz")).json()
-    assert report["replicas"][1]["breaker"] in ("open", "half-open")
+    assert report["replicas"][1]["breaker"] == "open"
     metrics = await _metrics(client, proxy)
     assert 'edgecache_upstream_errors_total{kind="connect",upstream="replica-2"} 2.0' in metrics
     assert "edgecache_upstream_retries_total 2.0" in metrics
     assert 'edgecache_upstream_breaker_opened_total{upstream="replica-2"} 1.0' in metrics
     # Back on its port: after the reset time one trial request closes the breaker again.
+    proxy.server.upstreams.replicas[1].breaker.reset_after = 0.1
     revived = await start_upstream(Upstream("replica-2"), port)
     try:
         async with asyncio.timeout(10):
@@ -229,7 +232,7 @@ async def test_all_upstreams_down_is_a_fast_503_or_the_stored_response(
     started = time.monotonic()
     miss = await client.get(proxy.url + "/who")
     post = await client.post(proxy.url + "/who", content=b"x")
-    assert time.monotonic() - started < 1.0  # no connect attempt, no timeout waited for
+    assert time.monotonic() - started < 2.0  # no connect attempt, no timeout waited for
     assert (miss.status_code, miss.headers["retry-after"]) == (503, "1")
     assert "fwd=uri-miss" in miss.headers["cache-status"]
     assert post.status_code == 503
