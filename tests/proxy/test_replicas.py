@@ -264,12 +264,15 @@ async def _call(app: ProxyApp, method: str, path: str, **options: Any) -> httpx.
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-async def test_a_read_is_retried_once_on_another_upstream_after_a_connect_error(method: str) -> None:
+@pytest.mark.parametrize("error", [httpx.ConnectError("refused"), httpx.ConnectTimeout("no answer")])
+async def test_a_read_is_retried_once_on_another_upstream_after_a_connect_error(
+    method: str, error: Exception
+) -> None:
     import respx  # noqa: PLC0415
 
     app = _app()
     with respx.mock(assert_all_called=False) as mock:
-        r1 = mock.request(method, "http://r1.test/x").mock(side_effect=httpx.ConnectError("refused"))
+        r1 = mock.request(method, "http://r1.test/x").mock(side_effect=error)
         r2 = mock.request(method, "http://r2.test/x").mock(return_value=httpx.Response(200, text="r2"))
         response = await _call(app, method, "/x")
     await app.aclose()
