@@ -253,7 +253,7 @@ class Cache:
         purged = invalidation_tags(invalidation)
         if not purged:
             return 0
-        self._record_invalidation(purged)
+        self._record_invalidation(purged, soft=invalidation.soft)
         if invalidation.soft:
             return await self._soften(purged, shared)
         if tiered is not None and not shared:
@@ -320,11 +320,16 @@ class Cache:
         """RFC 9111 §4.4: drop every stored response (all variants) of these target URIs."""
         return await self.invalidate(tags=[uri_tag(uri) for uri in uris])
 
-    def _record_invalidation(self, tags: frozenset[str] | None) -> None:
+    def _record_invalidation(self, tags: frozenset[str] | None, *, soft: bool = False) -> None:
         self.stats.invalidations += 1
         self._invalidation_seq += 1
         self._invalidations.append((self._invalidation_seq, tags))
         self._invalidated_at.append((self.clock(), tags))
+        if isinstance(self.store, TieredStore):
+            # The fill token covers a fill until it hands its response to the store; the L2 write queue
+            # then carries it on: a write queued before this invalidation is dropped, or deleted again
+            # once written. Soft purges too, which remove nothing from the store themselves.
+            self.store.note_invalidation(tags, soft=soft)
 
     def invalidated_within(self, seconds: float, tags: frozenset[str], *, strict: bool = False) -> bool:
         """Whether an invalidation applied in the last ``seconds`` may have covered a response carrying

@@ -9,7 +9,22 @@ Failure rules, in one place:
 - an L1 copy never outlives ``l1_max_ttl``, so no failure (a lost invalidation message, a partition) can
   keep a stale L1 entry alive for long;
 - while the invalidation channel is down (``l1_bypass``), L1 is neither read nor written: only L2, which
-  purges still reach, answers.
+  purges still reach, answers; and (``l2_writes_paused``) this node writes nothing to L2, since it cannot
+  learn of an invalidation that its fills would undo there.
+
+The fill/invalidate race across nodes (node A fills key K, node B purges K's tags meanwhile, A's older
+response reaches L2 after the L2 clean-up) is closed in three places, by what A knows when:
+- the fill is still running when A applies the purge: the engine's fill token refuses the store;
+- the write is queued or in flight: the purge log (``_purged_since``) drops it, or deletes it again once
+  written; soft purges count too (``note_invalidation``);
+- the write already landed in L2 before A heard of the purge (B's clean-up ran first): A remembers its
+  recent L2 writes (``recent_writes``: key, tags, landing time, for ``recent_write_seconds``) and, applying
+  a purge it did not clean L2 for, deletes the matching ones from L2 again (``purge_recent_writes``:
+  idempotent, one single-key UNLINK each, so Redis Cluster safe). Until then, a node that applied the purge
+  refuses that copy (the purge fence compares the fill's ``request_time``, not its response time).
+A Redis-side guard (purge epochs per tag, checked by the write script) was not chosen: on Cluster an entry and
+its tags live in different slots, so no script can check them atomically, and comparing epochs with a fill's
+start needs one clock for all nodes (Redis TIME, a round trip at every fill).
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ from typing import Any, TypeVar
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from edgecache.core.breaker import BreakerState, CircuitBreaker
-from edgecache.core.entry import CacheObject, StoredResponse
+from edgecache.core.entry import CacheObject, StoredResponse, stale_now
 from edgecache.core.status import Reason
 from edgecache.stores.memory import MemoryStore
 from edgecache.stores.redis import RedisStore, StoreUnavailable
@@ -36,6 +51,10 @@ PENDING_PURGES_MAX = 1024
 # How long after a purge an older response read from L2 is refused (see TieredStore._fenced): longer than
 # any node takes to clean L2 after a message, short enough to cost little.
 PURGE_FENCE_SECONDS = 10.0
+# This node's recent L2 writes, kept to delete them again when a purge turns out to have preceded them (see
+# the module docstring). 8192 writes within ``recent_write_seconds``: beyond that, a purge falls back to a
+# full L2 purge of its tags, so an overflow costs Redis work, never correctness.
+RECENT_WRITES_MAX = 8192
 T = TypeVar("T")
 
 
@@ -78,6 +97,14 @@ class TieredStore:
         self._queued_keys: Counter[str] = Counter()
         self.counters: Counter[str] = Counter()
         self._fences: deque[tuple[float, frozenset[str] | None, frozenset[str]]] = deque(maxlen=4096)
+        # Soft purges: an older L2 response read shortly after one is served stale, as the claimer's
+        # rewrite of L2 will make it, instead of fresh.
+        self._soft_fences: deque[tuple[float, frozenset[str]]] = deque(maxlen=4096)
+        # Set while this node cannot hear invalidations (the shared tier's subscription is down).
+        self.l2_writes_paused = False
+        self.recent_write_seconds = PURGE_FENCE_SECONDS
+        self._recent_writes: deque[tuple[float, str, frozenset[str]]] = deque(maxlen=RECENT_WRITES_MAX)
+        self._recent_forgotten_at = float("-inf")  # landing time of the newest write pushed out of the log
 
     # -- reads ------------------------------------------------------------------------------------------
 
@@ -108,6 +135,7 @@ class TieredStore:
             return None, Reason.L2  # purged while L2 was down; the purge has not reached L2 yet
         if self._fenced(key, value):
             return None, Reason.L2
+        value = self._softened(value)
         if not self.l1_bypass and not self._purged_since(seq, key, value.tags):
             # (a purge that ran during the read may have missed this copy: it must not enter L1)
             # Backfill with the remaining lifetime (the entry carries its own age), capped for L1.
@@ -121,6 +149,9 @@ class TieredStore:
         stored = False
         if not self.l1_bypass:
             stored = await self.l1.set(key, l1_copy(value, now, self.l1_max_ttl))
+        if self.l2_writes_paused:
+            self.counters["l2_write_paused"] += 1
+            return stored
         try:
             self._writes.put_nowait((key, value, self._purge_seq))
         except asyncio.QueueFull:
@@ -145,7 +176,9 @@ class TieredStore:
                     self.counters["l2_write_superseded"] += 1
                     continue
                 written = await self._l2_call("set", self.l2.set(key, value))
-                if written and self._purged_since(seq, key, value.tags):
+                if written is not False:  # True, or None: a timed-out write may still have landed
+                    self._remember_write(key, value.tags)
+                if written is not False and self._purged_since(seq, key, value.tags):
                     # A purge ran while the write was in flight and may have missed it: undo the write.
                     self.counters["l2_write_superseded"] += 1
                     if await self._l2_call("delete", self.l2.delete(key)) is None:
@@ -158,6 +191,46 @@ class TieredStore:
                 if self._queued_keys[key] <= 0:
                     del self._queued_keys[key]
                 self._writes.task_done()
+
+    def _remember_write(self, key: str, tags: frozenset[str]) -> None:
+        writes = self._recent_writes
+        if len(writes) == writes.maxlen:
+            self._recent_forgotten_at = writes[0][0]
+        writes.append((self._clock(), key, tags))
+
+    def recent_writes(self, tags: frozenset[str] | None = None) -> tuple[frozenset[str], bool]:
+        """Keys this node wrote to L2 within ``recent_write_seconds`` carrying any of ``tags`` (all of them
+        when None), and whether the log is complete for that span (False: some were pushed out)."""
+        writes = self._recent_writes
+        since = self._clock() - self.recent_write_seconds
+        while writes and writes[0][0] < since:
+            writes.popleft()
+        keys = frozenset(key for _, key, written in writes if tags is None or written & tags)
+        return keys, self._recent_forgotten_at < since
+
+    async def purge_recent_writes(self, tags: frozenset[str] | None = None) -> int:
+        """Delete from L2 this node's recent writes carrying any of ``tags`` (all when None): a purge this
+        node applies late may have been cleaned from L2 before they landed. Idempotent; a delete that fails
+        is retried like any purge. When the log overflowed, ``tags`` are purged from L2 in full instead."""
+        keys, complete = self.recent_writes(tags)
+        if not complete and tags is not None:
+            self.counters["recent_writes_overflow"] += 1
+            return await self.purge_l2_tags(tags)
+        if not complete:
+            self.counters["recent_writes_overflow"] += 1
+            logger.warning(
+                "edgecache l2: more recent writes than remembered; only the last %d re-deleted",
+                RECENT_WRITES_MAX,
+            )
+        if not keys:
+            return 0
+        self.counters["recent_writes_purged"] += len(keys)
+        ordered = tuple(sorted(keys))
+        result = await self._l2_call("delete", self.l2.delete(*ordered))
+        if result is None:
+            self._pending_purges.append((frozenset(), ordered))
+            return 0
+        return result
 
     def _purged_since(self, seq: int, key: str, tags: frozenset[str]) -> bool:
         if seq == self._purge_seq:
@@ -190,10 +263,26 @@ class TieredStore:
         now = self._clock()
         while fences and fences[0][0] < now - PURGE_FENCE_SECONDS:
             fences.popleft()
+        # The request time: a fill that began before the purge may carry what the purge removed, however
+        # late its response arrived (another node's write that landed after the L2 clean-up).
         return any(
-            at > value.response_time and (tags is None or tags & value.tags or key in keys)
+            at > value.request_time and (tags is None or tags & value.tags or key in keys)
             for at, tags, keys in fences
         )
+
+    def _softened(self, value: CacheObject) -> CacheObject:
+        """A response produced before a soft purge that covers it, read from L2 shortly after the purge: made
+        stale as of the purge (the soft purge's ``_fenced``)."""
+        fences = self._soft_fences
+        if not fences or not isinstance(value, StoredResponse):
+            return value
+        now = self._clock()
+        while fences and fences[0][0] < now - PURGE_FENCE_SECONDS:
+            fences.popleft()
+        for at, tags in fences:
+            if at > value.request_time and tags & value.tags:
+                return stale_now(value, at)
+        return value
 
     async def flush_writes(self) -> None:
         """Wait until every queued L2 write has been attempted (tests, shutdown)."""
@@ -201,6 +290,15 @@ class TieredStore:
             await self._writes.join()
 
     # -- removal ----------------------------------------------------------------------------------------
+
+    def note_invalidation(self, tags: frozenset[str] | None, *, soft: bool = False) -> None:
+        """An invalidation was applied (by the engine, which calls this for every one, soft purges included):
+        writes queued or in flight before it are not written after it, and after a soft one an older L2
+        copy is served stale."""
+        self._purge_seq += 1
+        self._purges.append((self._purge_seq, tags, frozenset()))
+        if soft and tags:
+            self._soft_fences.append((self._clock(), tags))
 
     def _record_purge(self, tags: frozenset[str] | None, keys: frozenset[str] = frozenset()) -> None:
         if tags is not None:  # flushes are not fenced: L2 itself was not purged, and purge-all moves keys
