@@ -76,6 +76,7 @@ class TieredStore:
         l1_max_ttl: float = 30.0,
         breaker: CircuitBreaker | None = None,
         write_queue_size: int = 1024,
+        recent_writes_max: int = RECENT_WRITES_MAX,
     ) -> None:
         self.l1 = l1
         self.l2 = l2
@@ -103,7 +104,7 @@ class TieredStore:
         # Set while this node cannot hear invalidations (the shared tier's subscription is down).
         self.l2_writes_paused = False
         self.recent_write_seconds = PURGE_FENCE_SECONDS
-        self._recent_writes: deque[tuple[float, str, frozenset[str]]] = deque(maxlen=RECENT_WRITES_MAX)
+        self._recent_writes: deque[tuple[float, str, frozenset[str]]] = deque(maxlen=recent_writes_max)
         self._recent_forgotten_at = float("-inf")  # landing time of the newest write pushed out of the log
 
     # -- reads ------------------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ class TieredStore:
             self.counters["recent_writes_overflow"] += 1
             logger.warning(
                 "edgecache l2: more recent writes than remembered; only the last %d re-deleted",
-                RECENT_WRITES_MAX,
+                self._recent_writes.maxlen,
             )
         if not keys:
             return 0
