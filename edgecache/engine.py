@@ -275,10 +275,10 @@ class Cache:
             count += await self.store.soften_l2(tags, lambda entry: stale_now(entry, self.clock()))
         return count
 
-    def note_external_invalidation(self) -> None:
-        """Something outside this node may have changed anything (a generation change): fills in flight
-        must not store."""
-        self._record_invalidation(None)
+    def note_external_invalidation(self, *, counted: bool = True) -> None:
+        """Something outside this node may have changed anything (a generation change, or a lost
+        subscription: ``counted=False``, it is no invalidation request): fills in flight must not store."""
+        self._record_invalidation(None, counted=counted)
 
     # -- domain events ----------------------------------------------------------------------------------
 
@@ -320,8 +320,11 @@ class Cache:
         """RFC 9111 §4.4: drop every stored response (all variants) of these target URIs."""
         return await self.invalidate(tags=[uri_tag(uri) for uri in uris])
 
-    def _record_invalidation(self, tags: frozenset[str] | None, *, soft: bool = False) -> None:
-        self.stats.invalidations += 1
+    def _record_invalidation(
+        self, tags: frozenset[str] | None, *, soft: bool = False, counted: bool = True
+    ) -> None:
+        if counted:
+            self.stats.invalidations += 1
         self._invalidation_seq += 1
         self._invalidations.append((self._invalidation_seq, tags))
         self._invalidated_at.append((self.clock(), tags))

@@ -168,7 +168,7 @@ class SharedTier:
     async def _use_l1_again(self) -> None:
         self._l1_waits_for_generation = False
         # A fill that began while the channel was down may predate a purge this node never heard of.
-        self.cache.note_external_invalidation()
+        self.cache.note_external_invalidation(counted=False)
         await self.store.clear_l1()  # whatever L1 took in while the channel was down is dropped
         self.store.l1_bypass = False
         self.store.l2_writes_paused = False
@@ -180,7 +180,8 @@ class SharedTier:
         self.store.l1_bypass = True
         self.store.l2_writes_paused = True
         self._subscribed.clear()
-        self.cache.note_external_invalidation()  # fills in flight store nothing, queued L2 writes are dropped
+        # Fills in flight store nothing, queued L2 writes are dropped.
+        self.cache.note_external_invalidation(counted=False)
         await self.store.clear_l1()
         self.counters["subscriber_disconnects"] += 1
         logger.warning(

@@ -96,22 +96,22 @@ class MessageGate:
 
 
 class WriteGate:
-    """Holds a node's write-behind at its next L2 write of ``key`` (any key when None) until released."""
+    """Holds a node's write-behind at its next L2 write of key ``only`` (any key when None) until released."""
 
-    def __init__(self, node: Node, key: str | None = None) -> None:
+    def __init__(self, node: Node, only: str | None = None) -> None:
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
         l2: RedisStore = node.store.l2
         write = l2.set
         armed = True
 
-        async def gated(digest: str, value: CacheObject) -> bool:
+        async def gated(key: str, value: CacheObject) -> bool:
             nonlocal armed
-            if armed and (key is None or digest == key):
+            if armed and (only is None or key == only):
                 armed = False
                 self.reached.set()
                 await self.release.wait()
-            return await write(digest, value)
+            return await write(key, value)
 
         l2.set = gated  # type: ignore[method-assign]
 
