@@ -189,7 +189,7 @@ class SharedTier:
             "resubscribed"
         )
         # A message lost before the loss was noticed may have preceded this node's latest L2 writes.
-        await self.store.purge_recent_writes(None)
+        await self.store.purge_recent_writes(None, before=self.cache.clock())
 
     # -- generation -------------------------------------------------------------------------------------
 
@@ -318,6 +318,7 @@ class SharedTier:
             self.counters["duplicate_messages"] += 1
             return
         self.counters["messages_applied"] += 1
+        applied_at = self.cache.clock()
         # This node's L1 first: it is what the propagation time is about, and it needs no round trip.
         # Reads of L2 in the meantime are fenced (TieredStore._fenced) until the claimer has cleaned it.
         await self.cache.apply_invalidation(invalidation, shared=False)
@@ -334,7 +335,7 @@ class SharedTier:
             # too: deleted rather than rewritten stale, which another node's fresh write could race.
             tags = invalidation_tags(invalidation)
             if tags:
-                await self.store.purge_recent_writes(tags)
+                await self.store.purge_recent_writes(tags, before=applied_at)
 
     # -- domain events ----------------------------------------------------------------------------------
 

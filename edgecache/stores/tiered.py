@@ -30,16 +30,18 @@ start needs one clock for all nodes (Redis TIME, a round trip at every fill).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from redis.exceptions import OutOfMemoryError, ReadOnlyError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 
 from edgecache.core.breaker import BreakerState, CircuitBreaker
+from edgecache.core.codec import CorruptEntry, decode
 from edgecache.core.entry import CacheObject, StoredResponse, stale_now
 from edgecache.core.status import Reason
 from edgecache.stores.memory import MemoryStore
@@ -55,6 +57,15 @@ PURGE_FENCE_SECONDS = 10.0
 # the module docstring). 8192 writes within ``recent_write_seconds``: beyond that, a purge falls back to a
 # full L2 purge of its tags, so an overflow costs Redis work, never correctness.
 RECENT_WRITES_MAX = 8192
+# Each deletion of a recent write runs off the request path (in the subscriber's handler): a roomier bound.
+REDELETE_TIMEOUT = 1.0
+# KEYS[1] entry; ARGV[1] sha1 of the envelope read before: UNLINK only if the entry is still that envelope, so
+# that a newer write by another node, landed since, is never deleted on the strength of an older read.
+_UNLINK_IF_UNCHANGED = (
+    "local v=redis.pcall('HGET',KEYS[1],'v') "
+    "if type(v)=='string' and redis.sha1hex(v)==ARGV[1] then return redis.call('UNLINK',KEYS[1]) end "
+    "return 0"
+)
 T = TypeVar("T")
 
 
@@ -106,6 +117,9 @@ class TieredStore:
         self.recent_write_seconds = PURGE_FENCE_SECONDS
         self._recent_writes: deque[tuple[float, str, frozenset[str]]] = deque(maxlen=recent_writes_max)
         self._recent_forgotten_at = float("-inf")  # landing time of the newest write pushed out of the log
+        # Deletions of recent writes that L2 did not take: retried with the pending purges (but, unlike
+        # those, they do not hide L2 entries meanwhile: the purge fences do, on the nodes that matter).
+        self._deferred_redeletes: deque[tuple[float, frozenset[str]]] = deque(maxlen=PENDING_PURGES_MAX)
 
     # -- reads ------------------------------------------------------------------------------------------
 
@@ -209,29 +223,52 @@ class TieredStore:
         keys = frozenset(key for _, key, written in writes if tags is None or written & tags)
         return keys, self._recent_forgotten_at < since
 
-    async def purge_recent_writes(self, tags: frozenset[str] | None = None) -> int:
-        """Delete from L2 this node's recent writes carrying any of ``tags`` (all when None): a purge this
-        node applies late may have been cleaned from L2 before they landed. Idempotent; a delete that fails
-        is retried like any purge. When the log overflowed, ``tags`` are purged from L2 in full instead."""
+    async def purge_recent_writes(self, tags: frozenset[str] | None, *, before: float) -> int:
+        """Delete from L2 this node's recent writes carrying any of ``tags`` (all when None) whose request
+        began before ``before``: a purge this node applies late may have been cleaned from L2 before they
+        landed. What L2 holds under such a key now is deleted only if it is such an older response (or not a
+        response), and only if unchanged since read (an atomic single-key check): another node's newer
+        write stays. Idempotent; retried when L2 does not answer. When the log overflowed, ``tags`` are
+        purged from L2 in full instead (more than needed, never less)."""
         keys, complete = self.recent_writes(tags)
-        if not complete and tags is not None:
-            self.counters["recent_writes_overflow"] += 1
-            return await self.purge_l2_tags(tags)
         if not complete:
             self.counters["recent_writes_overflow"] += 1
+            if tags is not None:
+                return await self.purge_l2_tags(tags)
             logger.warning(
-                "edgecache l2: more recent writes than remembered; only the last %d re-deleted",
+                "edgecache l2: more recent writes than remembered; only the last %d deleted again",
                 self._recent_writes.maxlen,
             )
         if not keys:
             return 0
-        self.counters["recent_writes_purged"] += len(keys)
-        ordered = tuple(sorted(keys))
-        result = await self._l2_call("delete", self.l2.delete(*ordered))
+        self.counters["recent_writes_checked"] += len(keys)
+        result = await self._l2_call("delete", self._unlink_older(sorted(keys), before))
         if result is None:
-            self._pending_purges.append((frozenset(), ordered))
+            self._deferred_redeletes.append((before, keys))
             return 0
+        self.counters["recent_writes_purged"] += result
         return result
+
+    async def _unlink_older(self, keys: Collection[str], before: float) -> int:
+        client = self.l2.client
+        removed = 0
+        try:
+            for key in keys:
+                entry_key = self.l2.entry_key(key)
+                async with asyncio.timeout(REDELETE_TIMEOUT):
+                    try:
+                        raw = await client.hget(entry_key, "v")
+                    except ResponseError:
+                        continue  # not an entry of ours (WRONGTYPE): ``get`` deals with it
+                    if not isinstance(raw, bytes) or _requested_since(raw, before):
+                        continue
+                    digest = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+                    removed += int(
+                        await client.execute_command("EVAL", _UNLINK_IF_UNCHANGED, 1, entry_key, digest)
+                    )
+        except (RedisError, OSError) as error:  # OSError covers TimeoutError from asyncio.timeout
+            raise StoreUnavailable(f"redis {type(error).__name__}: {error}") from error
+        return removed
 
     def _purged_since(self, seq: int, key: str, tags: frozenset[str]) -> bool:
         if seq == self._purge_seq:
@@ -358,6 +395,13 @@ class TieredStore:
             if keys and await self._l2_call("delete", self.l2.delete(*keys)) is None:
                 return
             self._pending_purges.popleft()
+        while self._deferred_redeletes:
+            before, written = self._deferred_redeletes[0]
+            result = await self._l2_call("delete", self._unlink_older(sorted(written), before))
+            if result is None:
+                return
+            self.counters["recent_writes_purged"] += result
+            self._deferred_redeletes.popleft()
 
     async def clear(self) -> None:
         self._record_purge(None)
@@ -408,3 +452,12 @@ class TieredStore:
             await asyncio.gather(self._writer, return_exceptions=True)
         await self.l1.aclose()
         await self.l2.aclose()
+
+
+def _requested_since(raw: bytes, before: float) -> bool:
+    """Whether an L2 envelope holds a response whose request began at ``before`` or later."""
+    try:
+        value = decode(raw, max_bytes=len(raw))  # already in memory: its size was bounded by Redis's reply
+    except CorruptEntry:
+        return False
+    return isinstance(value, StoredResponse) and value.request_time >= before

@@ -72,6 +72,9 @@ class Purge:
             await cache.invalidate(tags=["race"], soft=True)
 
 
+OPEN_GATES: list[asyncio.Event] = []  # released when a test ends, so that a failed test cannot hang teardown
+
+
 class MessageGate:
     """Holds the invalidation messages a node receives before it applies them (``hold``), or loses them
     (``lose``): a message delayed on its way, or one that pub/sub never delivered."""
@@ -80,6 +83,7 @@ class MessageGate:
         self.received = asyncio.Event()
         self.applied = asyncio.Event()
         self.release = asyncio.Event()
+        OPEN_GATES.append(self.release)
         self.lose = lose
         shared = node.shared
         apply = shared._apply_remote
@@ -101,6 +105,7 @@ class WriteGate:
     def __init__(self, node: Node, only: str | None = None) -> None:
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
+        OPEN_GATES.append(self.release)
         l2: RedisStore = node.store.l2
         write = l2.set
         armed = True
@@ -187,6 +192,11 @@ async def make_node(
     try:
         yield make
     finally:
+        for gate in OPEN_GATES:
+            gate.set()
+        OPEN_GATES.clear()
+        for path in list(origin.gates):
+            origin.gates[path].set()
         await asyncio.sleep(0.05)  # see test_invalidation.make_node
         for node in made:
             await node.client.aclose()

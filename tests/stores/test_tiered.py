@@ -609,22 +609,31 @@ async def test_a_write_refused_for_memory_leaves_no_unindexed_entry(
 # ------------------------------------------------- the fill/invalidate race: what this node wrote recently
 
 
-async def test_purge_recent_writes_deletes_this_nodes_matching_writes_from_l2_again(
+async def test_purge_recent_writes_deletes_this_nodes_older_matching_writes_from_l2_again(
     new_tiered: Callable[..., TieredStore], l2_view: RedisStore, clock: FakeClock
 ) -> None:
     store = new_tiered()
     await store.set("a", response("a", clock, tags={"red"}))
     await store.set("b", response("b", clock, tags={"blue"}))
+    await store.set("c", response("c", clock, tags={"red"}))
     await store.flush_writes()
     await l2_view.set("theirs", response("theirs", clock, tags={"red"}))  # another node's write
+    clock.advance(1)
+    purge_applied_at = clock()
+    clock.advance(1)
+    # Another node's fill that began after this node applied the purge replaced "c": it stays.
+    await l2_view.set("c", response("c", clock, tags={"red"}, body=b"newer"))
 
-    assert await store.purge_recent_writes(frozenset({"red"})) == 1
+    assert await store.purge_recent_writes(frozenset({"red"}), before=purge_applied_at) == 1
 
     assert await l2_view.get("a") is None
     assert await l2_view.get("b") is not None
     assert await l2_view.get("theirs") is not None  # not this node's: the claimer's purge is for those
+    newer = await l2_view.get("c")
+    assert isinstance(newer, StoredResponse) and newer.body == b"newer"
+    assert store.counters["recent_writes_checked"] == 2
     assert store.counters["recent_writes_purged"] == 1
-    assert await store.purge_recent_writes(frozenset({"red"})) == 0  # idempotent
+    assert await store.purge_recent_writes(frozenset({"red"}), before=purge_applied_at) == 0  # idempotent
 
 
 async def test_writes_older_than_recent_write_seconds_are_not_deleted_again(
@@ -635,7 +644,7 @@ async def test_writes_older_than_recent_write_seconds_are_not_deleted_again(
     await store.flush_writes()
 
     clock.advance(store.recent_write_seconds + 1)
-    assert await store.purge_recent_writes(frozenset({"red"})) == 0
+    assert await store.purge_recent_writes(frozenset({"red"}), before=clock()) == 0
     assert await l2_view.get("a") is not None
 
 
@@ -648,13 +657,13 @@ async def test_when_the_log_overflowed_a_purge_falls_back_to_the_whole_tag_in_l2
         await store.set(key, response(key, clock, tags={tag}))
     await store.flush_writes()  # "a" is pushed out of the log, still within recent_write_seconds
 
-    assert await store.purge_recent_writes(frozenset({"red"})) == 2
+    assert await store.purge_recent_writes(frozenset({"red"}), before=clock()) == 2
     assert await l2_view.get("a") is None
     assert await l2_view.get("theirs") is None  # more than needed, never less
     assert await l2_view.get("b") is not None
     assert store.counters["recent_writes_overflow"] == 1
 
-    assert await store.purge_recent_writes(None) == 2  # all it remembers: b and c
+    assert await store.purge_recent_writes(None, before=clock()) == 2  # all it remembers: b and c
     assert await l2_view.get("b") is None and await l2_view.get("c") is None
     assert store.counters["recent_writes_overflow"] == 2
 
@@ -669,14 +678,14 @@ async def test_a_recent_write_that_cannot_be_deleted_now_is_deleted_once_l2_answ
         store.breaker.failed(clock())
     assert state(store) is BreakerState.OPEN
 
-    assert await store.purge_recent_writes(frozenset({"red"})) == 0
-    assert store.has_pending_purges()
-    clock.advance(RESET_AFTER)
-    await store.l1.delete("a")
-    assert await store.get_tiered("a") == (None, Reason.L2)  # the probe finds it, the pending purge hides it
-    await store.retry_pending_purges()
+    assert await store.purge_recent_writes(frozenset({"red"}), before=clock()) == 0
+    assert await l2_view.get("a") is not None
+    # Not a pending purge: it neither hides L2 entries meanwhile nor keeps this node from claiming purges.
     assert not store.has_pending_purges()
+    clock.advance(RESET_AFTER)
+    await store.retry_pending_purges()  # the half-open probe
     assert await l2_view.get("a") is None
+    assert store.counters["recent_writes_purged"] == 1
 
 
 async def test_paused_l2_writes_keep_to_l1(
