@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
@@ -34,6 +35,9 @@ ENV_REDIS_URL: Final = "EDGECACHE_REDIS_URL"
 ENV_NAMESPACE: Final = "EDGECACHE_NAMESPACE"
 DEFAULT_NAMESPACE: Final = "edgecache"
 DEFAULT_TIMEOUT: Final = 2.0
+
+if TYPE_CHECKING:
+    from edgecache.config import Kind, Source
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Run = Callable[[argparse.Namespace], int]
@@ -192,14 +196,6 @@ async def _publish(url: str, namespace: str, inv: Invalidation, seconds: float) 
 
 # -- proxy --------------------------------------------------------------------------------------------
 
-# Cache options of `edgecache proxy` that are Settings options: flag dest → Settings name.
-_PROXY_SETTINGS: Final = {
-    "redis_url": "redis_url",
-    "namespace": "namespace",
-    "default_ttl": "default_ttl",
-    "l1_max_bytes": "l1_max_bytes",
-}
-
 
 def add_proxy(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
@@ -213,13 +209,22 @@ def add_proxy(subparsers: Subparsers) -> None:
             "finish within --shutdown-timeout, and exits 0."
         ),
         epilog=(
-            "Each option can also come from the EDGECACHE_* environment variable named in its help; a flag "
-            "wins over the environment. Other cache options (EDGECACHE_MAX_OBJECT_BYTES, ...) are read "
-            "from the environment as for the middleware. Exit status: 0 stopped by a signal, "
-            "1 cannot listen, 2 bad arguments."
+            "Every option comes from its flag, else its EDGECACHE_* environment variable (named in its "
+            "help), else the --config TOML file, else its default. The file is flat: each top-level key is "
+            "an option name, the variable without EDGECACHE_ in lower case (upstream = "
+            '"http://127.0.0.1:8000", default_ttl = 0, key_headers = ["Accept-Language"]); an unknown key '
+            "or a value of the wrong type stops start-up naming the key and the file. "
+            f"${ENV_ADMIN_TOKEN} is read from the environment only. "
+            "Exit status: 0 stopped by a signal, 1 cannot listen, 2 bad arguments or configuration."
         ),
     )
     add = parser.add_argument
+    add(
+        "--config",
+        metavar="FILE",
+        help="a TOML file of options, weaker than flags and environment variables "
+        "(default: none; $EDGECACHE_CONFIG)",
+    )
     add(
         "--upstream",
         metavar="URL",
@@ -286,85 +291,129 @@ def add_proxy(subparsers: Subparsers) -> None:
         help="on SIGTERM, how long in-flight requests may take to finish (default 10; "
         "$EDGECACHE_SHUTDOWN_TIMEOUT)",
     )
+    _add_cache_flags(parser)
     parser.set_defaults(run=run_proxy, parser=parser)
+
+
+def _add_cache_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every cache option (``Settings``) that has no hand-written flag above."""
+    from edgecache.config import OPTION_HELP, OPTION_NAMES, SETTING_KINDS, describe_default  # noqa: PLC0415
+
+    group = parser.add_argument_group("cache options (as for the middleware; see the README)")
+    for name in OPTION_NAMES:
+        flag = "--" + name.replace("_", "-")
+        if flag in parser._option_string_actions:
+            continue
+        default = "at most --l1-max-bytes" if name == "max_object_bytes" else ""
+        default = ", ".join(filter(None, [describe_default(name), default]))
+        text = f"{OPTION_HELP.get(name, name)} (default {default}; ${_ENV_PREFIX}{name.upper()})"
+        if SETTING_KINDS[name] == "bool":
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            metavar = {"number": "SECONDS", "size": "N", "list": "A,B"}.get(SETTING_KINDS[name], "VALUE")
+            metavar = "SIZE" if name.endswith("_bytes") else metavar
+            group.add_argument(flag, dest=name, metavar=metavar, help=text)
 
 
 ENV_ADMIN_TOKEN: Final = "EDGECACHE_ADMIN_TOKEN"
 DEFAULT_ADMIN_LISTEN: Final = "127.0.0.1:9901"
 
 
-def _proxy_option(args: argparse.Namespace, dest: str) -> tuple[object, str] | None:
-    """The raw value of a proxy option and where it came from (the flag, else its environment variable)."""
-    value = getattr(args, dest)
-    if value is not None:
-        return value, "--" + dest.replace("_", "-")
-    env_name = "EDGECACHE_" + dest.upper()
-    env_value = _env(env_name)
-    if env_value is not None:
-        return env_value, env_name
-    return None
+_ENV_PREFIX: Final = "EDGECACHE_"
+_NOT_OPTIONS: Final = frozenset({"help", "run", "parser", "config"})
+
+
+def _proxy_sources(args: argparse.Namespace) -> list[Source]:
+    """Where ``edgecache proxy`` options come from, strongest first: flags, the environment, the file.
+
+    Raises ``ConfigError`` when the ``--config`` file cannot be used.
+    """
+    from edgecache.config import SETTING_KINDS, Source, environment_source, read_config_file  # noqa: PLC0415
+
+    parser: argparse.ArgumentParser = args.parser
+    flags: dict[str, str] = {}  # dest -> the flag that sets it, for messages
+    kinds: dict[str, Kind] = dict(SETTING_KINDS)
+    for action in parser._actions:
+        if action.dest in _NOT_OPTIONS or not action.option_strings:
+            continue
+        flags[action.dest] = max(action.option_strings, key=len)
+        if action.dest not in SETTING_KINDS:
+            kinds[action.dest] = _action_kind(action)
+    given = {dest: getattr(args, dest) for dest in flags if getattr(args, dest, None) is not None}
+    sources = [
+        Source(given, lambda dest: flags[dest]),
+        environment_source(os.environ, empty_is_unset=True),
+    ]
+    path = args.config or _env(_ENV_PREFIX + "CONFIG")
+    if path is not None:
+        sources.append(read_config_file(path, kinds))
+    return sources
+
+
+def _action_kind(action: argparse.Action) -> Kind:
+    """What a TOML value of a proxy option may be, from how its flag takes values."""
+    if isinstance(action, argparse._StoreTrueAction | argparse.BooleanOptionalAction):
+        return "bool"
+    if isinstance(action, argparse._AppendAction):
+        return "list"
+    return "scalar"
 
 
 def run_proxy(args: argparse.Namespace) -> int:
-    from edgecache.config import ConfigError, Settings, parse_bool, parse_seconds, parse_size  # noqa: PLC0415
+    from edgecache.config import (  # noqa: PLC0415
+        ConfigError,
+        Settings,
+        Source,
+        first_value,
+        parse_bool,
+        parse_seconds,
+        parse_size,
+    )
     from edgecache.proxy import server  # noqa: PLC0415 - uvicorn and httpx only when proxying
-    from edgecache.proxy.app import Limits, UpstreamURLError, parse_trusted, parse_upstream  # noqa: PLC0415
+    from edgecache.proxy.app import Limits, parse_trusted  # noqa: PLC0415
 
     parser: argparse.ArgumentParser = args.parser
+    try:
+        sources = _proxy_sources(args)
+    except ConfigError as error:
+        parser.error(str(error))
 
     def get(dest: str, parse: Callable[[object], object], default: object = None) -> object:
-        found = _proxy_option(args, dest)
+        """A proxy option from the first source that has it, parsed; a bad value exits 2 naming it."""
+        found = first_value(dest, sources)
         if found is None:
             return default
-        raw, source = found
+        raw, origin = found
         try:
             return parse(raw)
         except (ValueError, TypeError) as error:
-            parser.error(f"{source}: {error}")
+            parser.error(f"{origin}: {error}")
 
-    upstream = get("upstream", str)
+    upstream = get("upstream", _upstream)
     if upstream is None:
-        parser.error("proxy needs --upstream (or EDGECACHE_UPSTREAM)")
-    try:
-        parse_upstream(str(upstream))
-    except UpstreamURLError as error:
-        parser.error(f"--upstream: {error}")
+        parser.error("proxy needs --upstream (or EDGECACHE_UPSTREAM, or upstream in the --config file)")
     listen = get("listen", _listen)
     if listen is None:
-        parser.error("proxy needs --listen HOST:PORT (or EDGECACHE_LISTEN)")
+        parser.error("proxy needs --listen HOST:PORT (or EDGECACHE_LISTEN, or listen in the --config file)")
     admin_listen = get("admin_listen", _listen, _listen(DEFAULT_ADMIN_LISTEN))
     max_body = get("max_request_body", _positive_size, Limits().max_request_body)
     connect_timeout = get("connect_timeout", _positive_seconds, 5.0)
     read_timeout = get("read_timeout", _positive_seconds, 60.0)
     shutdown_timeout = get("shutdown_timeout", parse_seconds, 10.0)
     preserve_host = bool(get("preserve_host", parse_bool, False))
-    if args.trusted_proxies is not None:
-        trusted_raw: list[str] = args.trusted_proxies
-        trusted_source = "--trusted-proxy"
-    else:
-        trusted_raw = [p for p in (_env("EDGECACHE_TRUSTED_PROXIES") or "").split(",") if p.strip()]
-        trusted_source = "EDGECACHE_TRUSTED_PROXIES"
-    try:
-        trusted = parse_trusted(trusted_raw)
-    except ValueError as error:
-        parser.error(f"{trusted_source}: {error}")
+    trusted = cast(tuple[object, ...], get("trusted_proxies", lambda raw: parse_trusted(_as_list(raw)), ()))
 
-    # Cache options: flags, then the environment (Settings.load), so a bad value names its option.
-    options: dict[str, object] = {
-        name: getattr(args, dest) for dest, name in _PROXY_SETTINGS.items() if getattr(args, dest) is not None
-    }
-    if "default_ttl" not in options and _env("EDGECACHE_DEFAULT_TTL") is None:
-        options["default_ttl"] = 0  # a proxy stores only what the upstream says is fresh
-    if "l1_max_bytes" in options and _env("EDGECACHE_MAX_OBJECT_BYTES") is None:
-        try:
-            l1 = parse_size(options["l1_max_bytes"])
-        except ValueError as error:
-            parser.error(f"--l1-max-bytes: {error}")
-        options["max_object_bytes"] = max(1, min(Settings().max_object_bytes, l1))
+    # Cache options from the same sources; then the proxy's own defaults: a proxy stores only what the
+    # upstream says is fresh, and its largest object follows a smaller --l1-max-bytes.
+    defaults: dict[str, object] = {"default_ttl": 0}
+    l1_max = first_value("l1_max_bytes", sources)
+    if l1_max is not None and first_value("max_object_bytes", sources) is None:
+        with contextlib.suppress(ValueError, TypeError):  # a bad size is reported by Settings below
+            defaults["max_object_bytes"] = max(1, min(Settings().max_object_bytes, parse_size(l1_max[0])))
     try:
-        settings = Settings.load(options)
+        settings = Settings.from_sources([*sources, Source(defaults, lambda name: f"the proxy's {name}")])
     except ConfigError as error:
-        parser.error(_flag_message(str(error)))
+        parser.error(str(error))
     assert isinstance(listen, tuple) and isinstance(admin_listen, tuple)
     return server.run(
         str(upstream),
@@ -379,6 +428,13 @@ def run_proxy(args: argparse.Namespace) -> int:
         shutdown_timeout=shutdown_timeout,
         log_level="info",
     )
+
+
+def _upstream(value: object) -> str:
+    from edgecache.proxy.app import parse_upstream  # noqa: PLC0415
+
+    parse_upstream(str(value))  # raises UpstreamURLError, a ValueError
+    return str(value)
 
 
 def _listen(value: object) -> tuple[str, int]:
@@ -405,15 +461,13 @@ def _positive_seconds(value: object) -> float:
     return seconds
 
 
-def _flag_message(message: str) -> str:
-    """A Settings error with the option's flag for the options `edgecache proxy` has flags for."""
-    for name in _PROXY_SETTINGS.values():
-        flag = "--" + name.replace("_", "-")
-        if message.startswith(f"option {name}:"):
-            return flag + message[len(f"option {name}") :]
-        if message.startswith(f"{name}:"):
-            return f"{flag} ({name})" + message[len(name) :]
-    return message
+def _as_list(value: object) -> list[str]:
+    """A repeatable option's values: a list (flags, TOML) or a comma-separated string (environment)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        return [str(item) for item in value]
+    raise ValueError(f"expected a list, got {value!r}")
 
 
 # One entry per subcommand, in --help order.

@@ -1,16 +1,25 @@
-"""Options: keyword arguments, then ``EDGECACHE_*`` environment variables, then defaults.
+"""Options: keyword arguments, then ``EDGECACHE_*`` environment variables, then a TOML file, then defaults.
 
-Every option is declared once in ``OPTIONS`` with its type, default and validation; a bad value stops
-start-up with a ``ConfigError`` that names the option and where the value came from.
+Every option is declared once in ``_PARSERS`` (its parser) and ``OPTION_HELP`` (one line for ``--help``);
+a bad value stops start-up with a ``ConfigError`` that names the option and where the value came from.
+The precedence lives in one place, ``first_value`` over a list of ``Source``s: ``Settings.load`` and
+``edgecache proxy`` build their lists and never decide precedence per option.
+
+The TOML file is flat: each top-level key is an option name, the same as the environment variable without
+``EDGECACHE_`` in lower case (``default_ttl = 0``, ``key_headers = ["Accept-Language"]``).
 """
 
 from __future__ import annotations
 
+import datetime
+import difflib
 import os
 import re
-from collections.abc import Callable, Mapping
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from edgecache.core.policy import DEFAULT_CACHEABLE_STATUSES, NEVER_STORED
 
@@ -155,27 +164,49 @@ class Settings:
     cdn_paths: tuple[str, ...] = ()
 
     @classmethod
-    def load(cls, options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
-        """Options from keyword arguments, then the environment, then defaults; validated."""
+    def load(
+        cls,
+        options: Mapping[str, Any],
+        environ: Mapping[str, str] | None = None,
+        *,
+        config_file: str | os.PathLike[str] | None = None,
+    ) -> Settings:
+        """Options from keyword arguments, then the environment, then ``config_file`` (TOML), then
+        defaults; validated."""
         environ = os.environ if environ is None else environ
         unknown = set(options) - set(_PARSERS)
         if unknown:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        sources = [Source(options, lambda name: f"option {name}"), environment_source(environ)]
+        if config_file is not None:
+            sources.append(read_config_file(config_file, SETTING_KINDS))
+        return cls.from_sources(sources)
+
+    @classmethod
+    def from_sources(cls, sources: Iterable[Source]) -> Settings:
+        """Each option from the first source that has it (else its default); validated. Other names in
+        the sources are ignored (a proxy option in the same file, for one)."""
+        sources = list(sources)
         values: dict[str, Any] = {}
+        origins: dict[str, str] = {}
         for name, parser in _PARSERS.items():
-            env_name = ENV_PREFIX + name.upper()
-            if name in options:
-                raw, source = options[name], f"option {name}"
-            elif env_name in environ:
-                raw, source = environ[env_name], f"environment variable {env_name}"
-            else:
+            found = first_value(name, sources)
+            if found is None:
                 continue
+            raw, origins[name] = found
             try:
                 values[name] = parser(raw)
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{source}: {exc}") from None
+                raise ConfigError(f"{origins[name]}: {exc}") from None
         settings = cls(**values)
-        settings._check()
+        try:
+            settings._check()
+        except ConfigError as error:
+            # A check that names an option says where that option's value came from.
+            name = str(error).partition(":")[0]
+            if name in origins:
+                raise ConfigError(f"{error} (set by {origins[name]})") from None
+            raise
         return settings
 
     def _check(self) -> None:
@@ -233,3 +264,175 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
 assert set(_PARSERS) == {f.name for f in fields(Settings)}, "every setting needs a parser"
 
 OPTION_NAMES = tuple(_PARSERS)
+
+
+# -- sources and the TOML file -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One place options come from: values by option name, and how to name a value's origin in errors."""
+
+    values: Mapping[str, object]
+    describe: Callable[[str], str]
+
+
+def first_value(name: str, sources: Iterable[Source]) -> tuple[object, str] | None:
+    """The value of ``name`` in the first source that has it, and its origin; None when none has it.
+
+    This is the whole precedence rule: callers list their sources from strongest to weakest.
+    """
+    for source in sources:
+        if name in source.values:
+            return source.values[name], source.describe(name)
+    return None
+
+
+def environment_source(environ: Mapping[str, str], *, empty_is_unset: bool = False) -> Source:
+    """The ``EDGECACHE_<NAME>`` variables as options named ``<name>``."""
+    values = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and not (empty_is_unset and value == "")
+    }
+    return Source(values, lambda name: f"environment variable {ENV_PREFIX}{name.upper()}")
+
+
+# What a TOML value may be for an option; the option's parser checks the value itself afterwards.
+Kind = Literal["bool", "number", "size", "list", "string", "scalar"]
+_KIND_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "number": (int, float),
+    "size": (int, str),  # 1048576 or "64MiB"
+    "list": (list, str),  # ["a", "b"] or "a,b"
+    "string": (str,),
+    "scalar": (str, int, float),
+}
+_KIND_WORDS = {
+    "bool": "true or false",
+    "number": "a number",
+    "size": 'a size (1048576 or a string such as "64MiB")',
+    "list": "an array (or a comma-separated string)",
+    "string": "a string",
+    "scalar": "a string or a number",
+}
+_TOML_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a float",
+    str: "a string",
+    list: "an array",
+    dict: "a table",
+    datetime.datetime: "a date-time",
+    datetime.date: "a date",
+    datetime.time: "a time",
+}
+
+
+def read_config_file(path: str | os.PathLike[str], kinds: Mapping[str, Kind]) -> Source:
+    """The options of a TOML file whose top-level keys are option names (``kinds``: name → allowed kind).
+
+    Raises ``ConfigError`` naming the file: unreadable, not TOML, an unknown key (with the closest known
+    name), or a value of the wrong TOML type for its option.
+    """
+    shown = os.fspath(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ConfigError(f"config file {shown}: cannot read it: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {shown}: not UTF-8 text") from None
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {shown}: not valid TOML: {error}") from None
+    for key, value in document.items():
+        kind = kinds.get(key)
+        if kind is None:
+            close = difflib.get_close_matches(key, list(kinds), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            if isinstance(value, dict):
+                hint = hint or " (the file has no tables: every option is a top-level key)"
+            raise ConfigError(f"config file {shown}: unknown key {key!r}{hint}")
+        allowed = _KIND_TYPES[kind]
+        # bool is an int in Python: only "bool" options take TOML booleans.
+        wrong = isinstance(value, bool) != (kind == "bool") or not isinstance(value, allowed)
+        if wrong:
+            got = _TOML_TYPE_NAMES.get(type(value), type(value).__name__)
+            raise ConfigError(f"config file {shown}: key {key}: expected {_KIND_WORDS[kind]}, got {got}")
+        if isinstance(value, list) and not all(isinstance(item, str | int) for item in value):
+            raise ConfigError(f"config file {shown}: key {key}: expected an array of strings")
+    return Source(document, lambda name: f"config file {shown}: key {name}")
+
+
+def _kind_of(parser: Callable[[object], Any]) -> Kind:
+    if parser is parse_bool:
+        return "bool"
+    if parser in (parse_seconds, parse_optional_seconds):
+        return "number"
+    if parser in (parse_size, parse_positive_int):
+        return "size"
+    if parser in (parse_list, parse_optional_list, parse_field_names, parse_statuses):
+        return "list"
+    return "string"
+
+
+SETTING_KINDS: dict[str, Kind] = {name: _kind_of(parser) for name, parser in _PARSERS.items()}
+
+
+# One line per option for `edgecache proxy --help` (the README's options table says more).
+OPTION_HELP: dict[str, str] = {
+    "redis_url": "shared L2 tier and invalidation bus (redis://, rediss://, unix://)",
+    "namespace": "prefix of every Redis key and channel",
+    "redis_cluster": "redis_url names one node of a Redis Cluster",
+    "redis_timeout": "seconds one Redis call may take before it counts as a failure",
+    "redis_breaker_failures": "Redis failures in a row that open the breaker (L2 skipped)",
+    "redis_breaker_reset": "seconds the Redis breaker stays open before one probe",
+    "l1_max_ttl": "with Redis: longest life in seconds of an L1 copy",
+    "subscriber_heartbeat": "seconds of silence before the invalidation channel is pinged",
+    "generation_check_interval": "seconds between checks of the Redis generation token",
+    "default_ttl": "seconds of freshness for cacheable responses that give none",
+    "l1_max_bytes": "memory tier size, e.g. 64MiB",
+    "max_object_bytes": "largest response stored; larger ones stream through uncached",
+    "cacheable_statuses": "statuses that may be stored (comma-separated)",
+    "targeted_fields": "targeted cache-control fields that win over Cache-Control, e.g. CDN-Cache-Control",
+    "cache_authorized": "cache responses to requests with Authorization when the response allows it",
+    "key_headers": "request headers that are part of the key (comma-separated)",
+    "key_cookies": "cookies that are part of the key (comma-separated)",
+    "query_ignore": "query parameters left out of the key; glob patterns (comma-separated)",
+    "query_allow": "the only query parameters kept in the key (comma-separated)",
+    "max_variants": "Vary variants kept per URL",
+    "respect_request_cache_control": "honour the client's Cache-Control request directives",
+    "keep_ttl": "seconds a stale response with a validator is kept for revalidation",
+    "stale_while_revalidate": "seconds of stale-while-revalidate when the response gives none",
+    "stale_if_error": "seconds of stale-if-error when the response gives none",
+    "coalesce": "concurrent misses for one key make one upstream request",
+    "coalesce_timeout": "seconds a coalesced request waits before fetching itself",
+    "hit_for_miss_ttl": "seconds an uncacheable URL is remembered as such",
+    "origin_timeout": "seconds to wait for upstream response headers before stale-if-error or 504",
+    "strip_tag_headers": "remove Surrogate-Key / Cache-Tag from responses to clients",
+    "key_host": "the host every key uses (the proxy: its upstream's)",
+    "cdn_origin": "CDN asset URL rewriting (not in this release)",
+    "cdn_paths": "CDN asset URL rewriting (not in this release)",
+}
+
+
+def describe_default(name: str, value: object | None = None) -> str:
+    """An option's default as ``--help`` and the README write it (``64MiB``, ``none``, ``true``)."""
+    if value is None:
+        value = getattr(Settings(), name)
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, frozenset):
+        return ",".join(str(v) for v in sorted(value))
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if SETTING_KINDS.get(name) == "size" and isinstance(value, int):
+        for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+            if value >= factor and value % factor == 0:
+                return f"{value // factor}{unit}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
