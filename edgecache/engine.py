@@ -361,6 +361,15 @@ class Cache:
             return True
         return await self.shared.wait_ready(within)
 
+    async def explain(self, url: str, headers: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+        """What this cache holds for ``url`` (``/path?query``, or absolute): the key, the Vary layout and
+        every stored variant with its age, freshness and tier, as JSON-ready data. Read-only: nothing is
+        promoted, backfilled or refreshed. ``headers`` are request fields for ``key_headers``,
+        ``key_cookies`` and choosing a variant. Raises ``ValueError`` for an unusable URL."""
+        from edgecache.explain import explain  # noqa: PLC0415 - the admin listener's, not the hit path's
+
+        return await explain(self, url, headers)
+
     async def aclose(self) -> None:
         for task in list(self._background):
             task.cancel()

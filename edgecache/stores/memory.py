@@ -87,6 +87,11 @@ class MemoryStore:
             return None
         return value
 
+    def peek(self, key: str) -> CacheObject | None:
+        """The live object under ``key`` without touching it: no LRU promotion, no eviction (``explain``)."""
+        value = self._lru.peek(key)
+        return value if value is not None and value.stored_until > self._clock() else None
+
     async def set(self, key: str, value: CacheObject) -> bool:
         now = self._clock()
         self._expire_due(now)

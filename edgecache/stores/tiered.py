@@ -114,6 +114,11 @@ class TieredStore:
             await self.l1.set(key, l1_copy(value, self._clock(), self.l1_max_ttl))
         return value, Reason.L2
 
+    async def peek_tiers(self, key: str) -> tuple[CacheObject | None, CacheObject | None]:
+        """What L1 and L2 each hold under ``key``, read-only: no L1 promotion, no backfill (``explain``).
+        L2 is asked through the breaker; None there also means it could not be asked."""
+        return self.l1.peek(key), await self._l2_call("peek", self.l2.get(key))
+
     # -- writes -----------------------------------------------------------------------------------------
 
     async def set(self, key: str, value: CacheObject) -> bool:

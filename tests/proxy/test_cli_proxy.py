@@ -189,7 +189,10 @@ def test_bad_values_exit_2_naming_the_flag(args: list[str], env: dict[str, str],
 
 @pytest.fixture
 def upstream_process() -> Iterator[UvicornServer]:
-    server = UvicornServer("tests.proxy.upstream:app", None, "--http", "h11")
+    # A bounded graceful shutdown: a test may leave a /slow request in flight at the upstream.
+    server = UvicornServer(
+        "tests.proxy.upstream:app", None, "--http", "h11", "--timeout-graceful-shutdown", "1"
+    )
     server.wait_ready()
     yield server
     server.stop()
@@ -290,3 +293,29 @@ def test_a_proxy_configured_by_file_and_environment(tmp_path: Path, upstream_pro
     finally:
         proxy.stop()
     assert proxy.process.returncode == 0
+
+
+def test_sigterm_exits_within_the_bound_when_a_request_outlasts_it(upstream_process: UvicornServer) -> None:
+    proxy = ProxyProcess("--upstream", upstream_process.url, "--shutdown-timeout", "1")
+    try:
+        proxy.wait_ready()
+        outcome: list[object] = []
+
+        def slow() -> None:
+            try:
+                outcome.append(httpx.get(proxy.url + "/slow?s=60", timeout=30, trust_env=False))
+            except httpx.TransportError as error:
+                outcome.append(error)
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        time.sleep(0.5)  # the request is in flight at the upstream
+        started = time.monotonic()
+        proxy.terminate()
+        # The bound is 1 s; the rest is slack for a loaded machine, far below the request's 60 s.
+        assert proxy.process.wait(timeout=15) == 0
+        assert time.monotonic() - started < 15
+        thread.join(15)
+        assert outcome and not (isinstance(outcome[0], httpx.Response) and outcome[0].status_code == 200)
+    finally:
+        proxy.stop()

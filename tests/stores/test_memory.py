@@ -76,6 +76,23 @@ async def test_recently_read_key_survives_eviction(new_store: Callable[..., Memo
     assert len(store) == 3
 
 
+async def test_peek_neither_promotes_nor_evicts(
+    new_store: Callable[..., MemoryStore], clock: FakeClock, evicted_sizes: list[int]
+) -> None:
+    store = new_store(max_bytes=3 * ONE_RESPONSE_BYTES)
+    for key in ("a", "b", "c"):
+        await store.set(key, make_response(key))
+
+    assert store.peek("a") == make_response("a")  # unlike get, this leaves "a" the least recently used
+    await store.set("d", make_response("d"))
+    assert store.peek("a") is None
+    assert store.peek("b") is not None
+
+    clock.advance(10_000)  # every object has expired: peek does not return them, nor evict them
+    assert store.peek("b") is None
+    assert evicted_sizes == [ONE_RESPONSE_BYTES]  # only "a", evicted for space
+
+
 async def test_on_evict_reports_each_object_evicted_for_space(
     new_store: Callable[..., MemoryStore], evicted_sizes: list[int]
 ) -> None:
