@@ -204,6 +204,8 @@ def run(
         settings._check()
     server = ProxyServer(upstream, listen, admin_listen, settings=settings, **options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: a line per proxied miss would cost more than the request itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         import uvloop  # noqa: PLC0415 - optional
 
