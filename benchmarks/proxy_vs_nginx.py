@@ -14,7 +14,8 @@ CPU 0 and wrk on CPU 1):
 Targets measured with ``wrk --latency -t1 -c<connections> -d<duration>s``, the order rotated each round:
 
 * hits: ``nginx /hit`` and ``edgecache /hit`` (before and after the load, each must answer from its cache:
-  ``X-Cache-Status: HIT`` and ``Cache-Status: …; hit``);
+  ``X-Cache-Status: HIT`` and ``Cache-Status: …; hit``), and for context ``upstream /hit``: the bare ASGI
+  app on the same uvicorn stack, the ceiling of any Python server here;
 * the miss path: ``upstream /miss`` directly, ``edgecache /miss`` and, for context, ``nginx /miss`` (every
   request reaches the upstream; the proxy and the upstream then share CPU 0, as a sidecar shares its pod).
 
@@ -107,6 +108,8 @@ class Target:
 TARGETS = (
     Target("nginx_hit", "nginx proxy_cache, hit", "nginx", HIT_PATH, hit=True),
     Target("edgecache_hit", "edgecache proxy, hit", "edgecache", HIT_PATH, hit=True),
+    # The floor of the Python stack: the upstream itself is a bare ASGI app on the same uvicorn.
+    Target("upstream_hit", "upstream directly (bare ASGI, /hit)", "upstream", HIT_PATH, hit=False),
     Target("upstream_miss", "upstream directly (no-store)", "upstream", MISS_PATH, hit=False),
     Target("edgecache_miss", "edgecache proxy, miss (no-store)", "edgecache", MISS_PATH, hit=False),
     Target("nginx_miss", "nginx proxy_cache, miss (no-store)", "nginx", MISS_PATH, hit=False),
@@ -314,6 +317,7 @@ def measure(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
         },
         "ratios": {
             "edgecache_hit_over_nginx_hit": hit_ratio,
+            "edgecache_hit_over_bare_uvicorn": _ratio(per_round, "edgecache_hit", "upstream_hit"),
             "edgecache_miss_over_upstream": _ratio(per_round, "edgecache_miss", "upstream_miss"),
             "nginx_miss_over_upstream": _ratio(per_round, "nginx_miss", "upstream_miss"),
         },
@@ -340,6 +344,7 @@ def render_table(report: dict[str, Any]) -> str:
     lines.append("")
     names = {
         "edgecache_hit_over_nginx_hit": "edgecache hit / nginx hit",
+        "edgecache_hit_over_bare_uvicorn": "edgecache hit / bare ASGI app",
         "edgecache_miss_over_upstream": "edgecache miss / upstream direct",
         "nginx_miss_over_upstream": "nginx miss / upstream direct",
     }
