@@ -346,7 +346,8 @@ def _proxy_sources(args: argparse.Namespace) -> list[Source]:
     ]
     path = args.config or _env(_ENV_PREFIX + "CONFIG")
     if path is not None:
-        sources.append(read_config_file(path, kinds))
+        secret = f"not read from files; set ${ENV_ADMIN_TOKEN} (e.g. from a Kubernetes Secret)"
+        sources.append(read_config_file(path, kinds, {"admin_token": secret}))
     return sources
 
 

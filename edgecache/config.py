@@ -329,8 +329,11 @@ _TOML_TYPE_NAMES = {
 }
 
 
-def read_config_file(path: str | os.PathLike[str], kinds: Mapping[str, Kind]) -> Source:
-    """The options of a TOML file whose top-level keys are option names (``kinds``: name → allowed kind).
+def read_config_file(
+    path: str | os.PathLike[str], kinds: Mapping[str, Kind], refused: Mapping[str, str] | None = None
+) -> Source:
+    """The options of a TOML file whose top-level keys are option names (``kinds``: name → allowed kind;
+    ``refused``: keys that must not be in a file → why).
 
     Raises ``ConfigError`` naming the file: unreadable, not TOML, an unknown key (with the closest known
     name), or a value of the wrong TOML type for its option.
@@ -348,6 +351,8 @@ def read_config_file(path: str | os.PathLike[str], kinds: Mapping[str, Kind]) ->
         raise ConfigError(f"config file {shown}: not valid TOML: {error}") from None
     for key, value in document.items():
         kind = kinds.get(key)
+        if refused and key in refused:
+            raise ConfigError(f"config file {shown}: key {key}: {refused[key]}")
         if kind is None:
             close = difflib.get_close_matches(key, list(kinds), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""

@@ -137,6 +137,7 @@ def test_the_file_may_hold_only_known_options(tmp_path: Path, monkeypatch: pytes
         ('trusted_proxies = ["not-an-ip"]\n', "key trusted_proxies: "),
         ('namespace = "bad space"\n', "(set by config file"),
         ("nonsense = 1\n", "unknown key 'nonsense'"),
+        ('admin_token = "t"\n', "key admin_token: not read from files; set $EDGECACHE_ADMIN_TOKEN"),
         ("default_ttl = \n", "not valid TOML"),
     ],
 )
