@@ -182,3 +182,16 @@ async def test_explain_is_not_reachable_through_the_proxied_port(
 ) -> None:
     response = await client.get(proxy.url + "/explain", params={"url": "/fresh"}, headers=TOKEN)
     assert response.text == "origin saw /explain"
+
+
+async def test_key_headers_are_given_as_header_parameters(
+    make_proxy: MakeProxy, origin_url: str, client: httpx.AsyncClient
+) -> None:
+    settings = Settings(default_ttl=0, key_headers=("x-tenant",))
+    proxy = await make_proxy(origin_url, admin_token="s3cret", settings=settings)
+    await client.get(proxy.url + "/fresh", headers={"X-Tenant": "acme"})
+    without = (await explain(client, proxy, url="/fresh")).json()
+    other = (await explain(client, proxy, url="/fresh", header="X-Tenant: globex")).json()
+    tenant = (await explain(client, proxy, url="/fresh", header="X-Tenant: acme")).json()
+    assert (without["stored"], other["stored"], tenant["stored"]) == ("nothing", "nothing", "response")
+    assert len({without["key"]["digest"], other["key"]["digest"], tenant["key"]["digest"]}) == 3
