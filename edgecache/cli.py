@@ -1,6 +1,6 @@
 """The ``edgecache`` command line.
 
-``edgecache --version``, ``purge`` and ``proxy``; ``bench`` is to come. Each subcommand is one
+``edgecache --version``, ``purge``, ``proxy`` and ``bench`` (``hitrate``, ``load``). Each subcommand is one
 ``add_<name>(subparsers)`` function listed in ``SUBCOMMANDS``: it builds its parser and sets ``run``, a
 function ``(args) -> exit status``. Options come from flags, then ``EDGECACHE_*`` environment variables.
 Exit status: 0 done, 1 failed (e.g. Redis unreachable), 2 bad usage.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -416,8 +417,284 @@ def _flag_message(message: str) -> str:
     return message
 
 
+# -- bench --------------------------------------------------------------------------------------------
+
+_HITRATE_DEFAULTS: Final = {"keys": 100_000, "requests": 1_000_000}
+_LOAD_DEFAULTS: Final = {"keys": 10_000, "requests": 10_000}
+
+
+def add_bench(subparsers: Subparsers) -> None:
+    bench = subparsers.add_parser(
+        "bench",
+        help="measure hit rates: simulate policies on a trace, or load a running cache",
+        description="The hit-rate lab: `bench hitrate` simulates caching policies on synthetic traces or "
+        "access logs; `bench load` sends a trace to a running cache and reads its Cache-Status headers.",
+    )
+    commands = bench.add_subparsers(title="bench commands", metavar="COMMAND")
+    hitrate = commands.add_parser(
+        "hitrate",
+        help="hit ratio of caching policies on a trace, against Belady's OPT",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Replay one trace through each policy at each capacity and report the hit ratio, byte hit ratio, gap to
+OPT (percentage points) and simulated operations per second of each policy.
+
+Policies: lru, lfu (in-cache, no aging, ties to the least recent), fifo, ttl (entries expire after --ttl,
+nothing else evicts; a full cache stores nothing new), w-tinylfu (1 % window, SLRU main, count-min sketch
+with doorkeeper), s3-fifo, edgecache (the L1 this build ships) and opt (Belady: exact for entry
+capacities, a lower-bound approximation for byte capacities).
+
+Traces: zipf (Zipf(--alpha) over --keys keys), scan (zipf with bursts of --scan-length one-hit wonders
+making up --scan-fraction of the requests), drift (zipf whose ranking rotates by --drift-shift of the
+key space every --drift-every requests), log (--log-file replayed with the cache's key normalisation;
+malformed lines are counted and skipped). Object sizes: --sizes. Same --seed, same trace, same figures.""",
+        epilog="Example: edgecache bench hitrate --trace zipf --alpha 1.0 --capacity 0.1%,1%,10% "
+        "--plot hitrate.png. rich (tables, progress) and matplotlib (--plot) come with the `lab` extra: "
+        "pip install 'edgecache[lab]'. Exit status: 0 done, 1 failed (e.g. unreadable log), 2 bad usage.",
+    )
+    _add_trace_options(hitrate, _HITRATE_DEFAULTS)
+    add = hitrate.add_argument
+    add(
+        "--capacity",
+        default="0.1%,1%,10%",
+        metavar="LIST",
+        help="comma-separated cache sizes: N%% of the key space, a number in --unit, or a byte size such "
+        "as 64MiB (default %(default)s)",
+    )
+    add(
+        "--unit",
+        choices=("entries", "bytes"),
+        default="entries",
+        help="what plain numbers and percentages count: entries (every object weighs 1) or bytes "
+        "(objects weigh their size; %% of the key space's bytes) (default %(default)s)",
+    )
+    add(
+        "--policies",
+        default="all",
+        metavar="LIST",
+        help="comma-separated: lru, lfu, fifo, ttl, w-tinylfu, s3-fifo, edgecache, opt, or all "
+        "(default %(default)s)",
+    )
+    add("--ttl", type=float, default=60.0, metavar="SECONDS", help="TTL of the ttl policy (default 60)")
+    add("--json", action="store_true", help="print the results as JSON instead of a table")
+    add("--plot", metavar="PNG", help="also write a plot of hit ratio against cache size (needs matplotlib)")
+    add("--plain", action="store_true", help="plain-text table even when rich is installed")
+    hitrate.set_defaults(run=run_bench_hitrate, parser=hitrate)
+
+    load = commands.add_parser(
+        "load",
+        help="send a trace to a running cache and report what its Cache-Status headers say",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+GET the paths of a trace (/lab/<key> for synthetic traces, the logged paths for --trace log) from --url
+or from an ASGI app (--app module:attribute, served in this process by uvicorn on a free 127.0.0.1
+port), with --concurrency workers, until --requests are sent or --duration seconds have passed. Reports
+the hit ratio per tier (l1, l2) from the `edgecache` member of each Cache-Status, the shares of stale and
+collapsed responses, latency percentiles and requests/s. Only loopback targets unless --allow-remote.""",
+        epilog="Example: edgecache bench load --app examples.app:app --requests 5000 --concurrency 8. "
+        "Exit status: 0 done, 1 failed (target unreachable), 2 bad usage or refused target.",
+    )
+    target = load.add_mutually_exclusive_group()
+    target.add_argument(
+        "--url", metavar="URL", help="base URL of a running target, e.g. http://127.0.0.1:8080"
+    )
+    target.add_argument("--app", metavar="MODULE:ATTR", help="an ASGI app to serve in-process and load")
+    _add_trace_options(load, _LOAD_DEFAULTS)
+    add = load.add_argument
+    add("--duration", type=float, default=30.0, metavar="SECONDS", help="longest run (default %(default)g)")
+    add("--concurrency", type=int, default=16, metavar="N", help="requests in flight (default %(default)s)")
+    add("--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default %(default)g)")
+    add("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
+    add("--json", action="store_true", help="print the report as JSON")
+    load.set_defaults(run=run_bench_load, parser=load)
+    bench.set_defaults(run=lambda args: _bench_usage(bench))
+
+
+def _bench_usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _add_trace_options(parser: argparse.ArgumentParser, defaults: dict[str, int]) -> None:
+    group = parser.add_argument_group("workload")
+    add = group.add_argument
+    add("--trace", choices=("zipf", "scan", "drift", "log"), default="zipf", help="(default %(default)s)")
+    add("--keys", type=int, default=defaults["keys"], metavar="N", help="key space (default %(default)s)")
+    add("--requests", type=int, default=defaults["requests"], metavar="N", help="(default %(default)s)")
+    add("--alpha", type=float, default=0.8, help="Zipf exponent, > 0 (default %(default)g)")
+    add("--seed", type=int, default=1, help="random seed: same seed, same trace (default %(default)s)")
+    add(
+        "--sizes",
+        default="fixed:4096",
+        metavar="DIST",
+        help="object sizes: fixed:SIZE, uniform:MIN:MAX, lognormal:MEDIAN:SIGMA, pareto:ALPHA:MIN "
+        "(default %(default)s)",
+    )
+    add("--scan-fraction", type=float, default=0.25, metavar="F", help="scan: share of one-hit wonders")
+    add("--scan-length", type=int, default=5000, metavar="N", help="scan: requests per burst")
+    add("--drift-shift", type=float, default=0.02, metavar="F", help="drift: rotation per step")
+    add("--drift-every", type=int, default=50_000, metavar="N", help="drift: requests per step")
+    add("--rate", type=float, default=1000.0, metavar="RPS", help="synthetic requests per second (for --ttl)")
+    add("--log-file", metavar="PATH", help="log: the access log to replay (- for stdin)")
+    add(
+        "--log-format",
+        choices=("auto", "common", "combined", "json"),
+        default="auto",
+        help="log: line format (default %(default)s)",
+    )
+    add("--host", default="localhost", help="log: host of lines that name none (default %(default)s)")
+    add("--query-ignore", default="", metavar="LIST", help="log: query parameters left out of keys (utm_*)")
+    add("--query-allow", metavar="LIST", help="log: the only query parameters kept in keys")
+    add("--no-progress", action="store_true", help="no progress bar")
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _load_trace(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[object, str]:
+    """The trace the workload options describe, and a line about it for the report."""
+    from edgecache.lab.logs import replay_log  # noqa: PLC0415 - the lab only when benching
+    from edgecache.lab.traces import SizeDist, TraceSpec, generate  # noqa: PLC0415
+
+    if args.trace == "log":
+        if not args.log_file:
+            parser.error("--trace log needs --log-file")
+        from edgecache.core.keys import QueryFilter  # noqa: PLC0415
+
+        if args.query_allow is not None and args.query_ignore:
+            parser.error("give either --query-allow or --query-ignore, not both")
+        allow = _split(args.query_allow) if args.query_allow is not None else None
+        query_filter = QueryFilter(ignore=_split(args.query_ignore), allow=allow)
+        try:
+            if args.log_file == "-":
+                replay = replay_log(
+                    sys.stdin, log_format=args.log_format, host=args.host, query_filter=query_filter
+                )
+            else:
+                with open(args.log_file, encoding="utf-8", errors="replace") as lines:
+                    replay = replay_log(
+                        lines, log_format=args.log_format, host=args.host, query_filter=query_filter,
+                        name=os.path.basename(args.log_file),
+                    )  # fmt: skip
+        except OSError as error:
+            raise _Failed(f"cannot read --log-file {args.log_file}: {error.strerror or error}") from None
+        if not replay.trace.keys:
+            raise _Failed(f"{args.log_file}: no cacheable request to replay ({replay.summary()})")
+        return replay.trace, replay.summary() + "".join(f"\n  line {n}: {why}" for n, why in replay.examples)
+    if args.log_file:
+        parser.error("--log-file is only read with --trace log")
+    try:
+        spec = TraceSpec(
+            kind=args.trace,
+            keys=args.keys,
+            requests=args.requests,
+            alpha=args.alpha,
+            seed=args.seed,
+            sizes=SizeDist.parse(args.sizes),
+            scan_fraction=args.scan_fraction,
+            scan_length=args.scan_length,
+            drift_shift=args.drift_shift,
+            drift_every=args.drift_every,
+            rate=args.rate,
+        )
+        spec.check()
+    except ValueError as error:
+        parser.error(str(error))
+    return generate(spec), f"{spec.name}: {spec.keys} keys, {spec.requests} requests, seed {spec.seed}"
+
+
+class _Failed(Exception):
+    """A bench run that cannot go on (exit status 1)."""
+
+
+def run_bench_hitrate(args: argparse.Namespace) -> int:
+    from edgecache.lab import report, sim  # noqa: PLC0415
+    from edgecache.lab.traces import Trace  # noqa: PLC0415
+
+    parser: argparse.ArgumentParser = args.parser
+    if not args.ttl > 0:
+        parser.error("--ttl must be positive")
+    try:
+        policies = sim.parse_policies(args.policies)
+    except ValueError as error:
+        parser.error(f"--policies: {error}")
+    if args.plot and not report.has_matplotlib():
+        parser.error(str(report.MissingExtra("matplotlib", "--plot")))
+    try:
+        trace, about = _load_trace(args, parser)
+    except _Failed as failed:
+        print(f"edgecache bench hitrate: {failed}", file=sys.stderr)
+        return 1
+    assert isinstance(trace, Trace)
+    try:
+        capacities = sim.parse_capacities(args.capacity, trace, args.unit)
+    except ValueError as error:
+        parser.error(f"--capacity: {error}")
+    total = len(trace) * len(policies) * len(capacities)
+    with report.progress(total, "simulating", enabled=not args.no_progress) as advance:
+        results = sim.run(trace, policies, capacities, ttl=args.ttl, advance=advance)
+    if args.json:
+        print(report.to_json(results, trace=trace.name, about=about, seed=args.seed))
+    else:
+        print(about)
+        report.print_table(results, plain=args.plain)
+    if args.plot:
+        report.plot(results, args.plot, title=trace.name)
+        if not args.json:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def run_bench_load(args: argparse.Namespace) -> int:
+    from edgecache.lab import load, report  # noqa: PLC0415
+    from edgecache.lab.traces import Trace  # noqa: PLC0415
+
+    parser: argparse.ArgumentParser = args.parser
+    if not args.url and not args.app:
+        parser.error("bench load needs --url URL or --app MODULE:ATTR")
+    if args.requests < 1 or args.concurrency < 1:
+        parser.error("--requests and --concurrency must be at least 1")
+    if not args.duration > 0 or not args.timeout > 0:
+        parser.error("--duration and --timeout must be positive")
+    if args.url:
+        try:
+            url = load.check_target(args.url, allow_remote=args.allow_remote)
+        except ValueError as error:  # RemoteTarget included
+            parser.error(f"--url: {error}")
+    try:
+        trace, _ = _load_trace(args, parser)
+    except _Failed as failed:
+        print(f"edgecache bench load: {failed}", file=sys.stderr)
+        return 1
+    assert isinstance(trace, Trace)
+    total = min(args.requests, len(trace))
+    options = {"requests": total, "duration": args.duration, "concurrency": args.concurrency}
+    with report.progress(total, "requests", enabled=not args.no_progress) as advance:
+        try:
+            if args.url:
+                result = asyncio.run(
+                    load.drive(url, trace, request_timeout=args.timeout, advance=advance, **options)
+                )
+            else:
+                result = asyncio.run(
+                    load.drive_app(args.app, trace, request_timeout=args.timeout, advance=advance, **options)
+                )
+        except ValueError as error:
+            parser.error(str(error))
+        except (RuntimeError, OSError) as error:
+            print(f"edgecache bench load: {error}", file=sys.stderr)
+            return 1
+    if result.requests and result.outcomes["error"] == result.requests:
+        print(result.text(), file=sys.stderr)
+        print(f"edgecache bench load: every request to {result.target} failed", file=sys.stderr)
+        return 1
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.text())
+    return 0
+
+
 # One entry per subcommand, in --help order.
-SUBCOMMANDS: Final[tuple[Callable[[Subparsers], None], ...]] = (add_purge, add_proxy)
+SUBCOMMANDS: Final[tuple[Callable[[Subparsers], None], ...]] = (add_purge, add_proxy, add_bench)
 
 if __name__ == "__main__":
     sys.exit(main())
