@@ -158,6 +158,10 @@ class TTLOnly:
     def resident(self) -> set[int]:
         return set(self._expires)
 
+    def resident_at(self, now: float) -> set[int]:
+        """What a request at ``now`` would find (``resident`` may still hold entries expired since)."""
+        return {k for k, (expiry, _) in self._expires.items() if expiry > now}
+
 
 _HALF = bytes(i >> 1 for i in range(256))
 
