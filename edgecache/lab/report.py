@@ -168,22 +168,31 @@ def plot(results: Sequence[Result], path: str | Path, *, title: str = "") -> Non
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     traces = list(dict.fromkeys(r.trace for r in results))
-    fig, axes = plt.subplots(1, len(traces), figsize=(4.2 * len(traces) + 1, 4), squeeze=False, sharey=True)
-    for ax, trace in zip(axes[0], traces, strict=True):
+    columns = min(2, len(traces))
+    rows_ = (len(traces) + columns - 1) // columns
+    fig, axes = plt.subplots(rows_, columns, figsize=(5.2 * columns, 3.6 * rows_ + 0.6), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax, trace in zip(flat, traces, strict=False):
         mine = [r for r in results if r.trace == trace]
         for policy in dict.fromkeys(r.policy for r in mine):
             points = sorted((r.capacity_value, 100 * r.hit_ratio) for r in mine if r.policy == policy)
             style = {"linestyle": "--", "color": "black"} if policy == "opt" else {"marker": "o"}
             ax.plot([x for x, _ in points], [y for _, y in points], label=policy, **style)
         ax.set_xscale("log")
+        # Ticks at the measured sizes, labelled as the user gave them (e.g. "1%" and its entry count).
+        sizes = dict(sorted({r.capacity_value: r.capacity for r in mine}.items()))
+        ax.set_xticks(list(sizes), [f"{label}\n{value:,}" for value, label in sizes.items()], fontsize=8)
+        ax.minorticks_off()
         ax.set_title(trace, fontsize=10)
-        unit = mine[0].unit
-        ax.set_xlabel(f"cache size ({unit})")
+        ax.set_xlabel(f"cache size ({mine[0].unit})", fontsize=9)
+        ax.set_ylabel("hit ratio (%)", fontsize=9)
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("hit ratio (%)")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    for ax in flat[len(traces) :]:
+        ax.set_visible(False)
+    handles, labels = flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(8, len(labels)), fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

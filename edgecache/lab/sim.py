@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import repeat
+from typing import Any
 
 from edgecache.lab.opt import belady
 from edgecache.lab.policies import POLICIES, make_policy
@@ -107,6 +108,11 @@ class Result:
     @property
     def ops_per_s(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Result:
+        """The inverse of ``as_dict`` (derived ratios are recomputed, not read)."""
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
