@@ -87,7 +87,7 @@ def test_progress_is_advanced_once_per_request(trace):
 
 def test_deterministic_figures(trace):
     caps = parse_capacities("1%", trace)
-    names = [p for p in ALL_POLICIES if p != "edgecache"]  # (the shipped L1's sketch is hashed per process)
+    names = list(ALL_POLICIES)
     first = [(r.policy, r.hits, r.hit_bytes) for r in run(trace, names, caps)]
     again = generate(TraceSpec(keys=2000, requests=30_000, alpha=1.0, seed=2))
     assert first == [(r.policy, r.hits, r.hit_bytes) for r in run(again, names, caps)]
