@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
@@ -30,6 +30,9 @@ from edgecache.core.invalidation import (
     invalidation_channel,
     new_invalidation,
 )
+
+if TYPE_CHECKING:
+    from edgecache.lab.traces import Trace
 
 ENV_REDIS_URL: Final = "EDGECACHE_REDIS_URL"
 ENV_NAMESPACE: Final = "EDGECACHE_NAMESPACE"
@@ -552,7 +555,7 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def _load_trace(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[object, str]:
+def _load_trace(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[Trace, str]:
     """The trace the workload options describe, and a line about it for the report."""
     from edgecache.lab.logs import replay_log  # noqa: PLC0415 - the lab only when benching
     from edgecache.lab.traces import SizeDist, TraceSpec, generate  # noqa: PLC0415
@@ -610,7 +613,6 @@ class _Failed(Exception):
 
 def run_bench_hitrate(args: argparse.Namespace) -> int:
     from edgecache.lab import report, sim  # noqa: PLC0415
-    from edgecache.lab.traces import Trace  # noqa: PLC0415
 
     parser: argparse.ArgumentParser = args.parser
     if not args.ttl > 0:
@@ -626,7 +628,6 @@ def run_bench_hitrate(args: argparse.Namespace) -> int:
     except _Failed as failed:
         print(f"edgecache bench hitrate: {failed}", file=sys.stderr)
         return 1
-    assert isinstance(trace, Trace)
     try:
         capacities = sim.parse_capacities(args.capacity, trace, args.unit)
     except ValueError as error:
@@ -648,7 +649,6 @@ def run_bench_hitrate(args: argparse.Namespace) -> int:
 
 def run_bench_load(args: argparse.Namespace) -> int:
     from edgecache.lab import load, report  # noqa: PLC0415
-    from edgecache.lab.traces import Trace  # noqa: PLC0415
 
     parser: argparse.ArgumentParser = args.parser
     if not args.url and not args.app:
@@ -667,7 +667,6 @@ def run_bench_load(args: argparse.Namespace) -> int:
     except _Failed as failed:
         print(f"edgecache bench load: {failed}", file=sys.stderr)
         return 1
-    assert isinstance(trace, Trace)
     total = min(args.requests, len(trace))
     options = {"requests": total, "duration": args.duration, "concurrency": args.concurrency}
     with report.progress(total, "requests", enabled=not args.no_progress) as advance:

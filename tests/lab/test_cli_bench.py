@@ -133,3 +133,18 @@ def test_table_without_rich_is_plain_text(capsys, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[:2] == ["capacity", "policy"]
     assert set(lines[2]) <= {"-", " "}
+
+
+def test_progress_bar_goes_to_stderr_and_leaves_stdout_clean(capsys):
+    argv = ["bench", "hitrate", "--keys", "500", "--requests", "3000", "--policies", "lru", "--json"]
+    assert main(argv) == 0  # with the progress bar (rich, not a terminal here)
+    assert json.loads(capsys.readouterr().out)["results"][0]["requests"] == 3000
+
+
+def test_plain_progress_without_rich(capsys, monkeypatch):
+    monkeypatch.setattr(report, "has_rich", lambda: False)
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    with report.progress(100, "simulating") as advance:
+        for _ in range(10):
+            advance(10)
+    assert capsys.readouterr().err.splitlines() == [f"simulating: {p}%" for p in range(10, 101, 10)]
