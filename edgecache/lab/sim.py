@@ -66,6 +66,9 @@ def parse_capacities(text: str, trace: Trace, unit: str = "entries") -> list[Cap
             result.append(Capacity(item, "bytes", value))
     if not result:
         raise ValueError("no capacity given")
+    if len({c.unit for c in result}) > 1:
+        # One run, one unit: hit ratios in entries and in bytes do not share an axis or a gap to OPT.
+        raise ValueError(f"capacities {text!r} mix entries and bytes; use --unit bytes or separate runs")
     return result
 
 

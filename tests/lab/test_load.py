@@ -167,3 +167,26 @@ def test_hits_per_tier_across_two_nodes(two_nodes, redis_url, capsys):
     assert second["outcomes"]["l2"] >= distinct
     assert second["outcomes"]["l1"] + second["outcomes"]["l2"] == 200
     assert second["hit_ratio"] == 1.0
+
+
+def test_cli_replays_a_log_against_the_app(capsys, tmp_path):
+    log = tmp_path / "access.log"
+    line = '10.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET /lab/{k}?utm_source={i} HTTP/1.1" 200 100\n'
+    log.write_text("".join(line.format(k=i % 5, i=i) for i in range(60)) + 'broken "line\n')
+    argv = [
+        "bench",
+        "load",
+        "--app",
+        APP,
+        "--trace",
+        "log",
+        "--log-file",
+        str(log),
+        "--query-ignore",
+        "utm_*",
+    ]
+    assert main([*argv, "--concurrency", "1", "--json", "--no-progress"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    # the logged paths with utm_* dropped: 5 distinct URLs, each fetched once, then served from L1
+    assert data["requests"] == 60
+    assert (data["outcomes"]["miss"], data["outcomes"]["l1"]) == (5, 55)
