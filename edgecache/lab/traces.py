@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from edgecache.config import parse_size
 
 DEFAULT_RATE = 1000.0  # requests per second of a synthetic trace, for TTLs in seconds
 
@@ -51,14 +52,13 @@ class Trace:
 
 # -- object sizes ---------------------------------------------------------------------------------------
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6, "mib": 2**20}
-
 
 def _bytes(text: str) -> float:
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {text!r} (e.g. 512, 4KiB, 1.5MB)")
-    return float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    """A size as everywhere in edgecache (``512``, ``4KiB``, ``1.5MB``, ``2GiB``)."""
+    try:
+        return float(parse_size(text))
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (e.g. 512, 4KiB, 1.5MB)") from None
 
 
 @dataclass(frozen=True, slots=True)
