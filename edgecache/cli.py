@@ -489,10 +489,10 @@ malformed lines are counted and skipped). Object sizes: --sizes. Same --seed, sa
         help="send a trace to a running cache and report what its Cache-Status headers say",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="""\
-GET the paths of a trace (/lab/<key> for synthetic traces, the logged paths for --trace log) from --url
-or from an ASGI app (--app module:attribute, served in this process by uvicorn on a free 127.0.0.1
-port), with --concurrency workers, until --requests are sent or --duration seconds have passed. Reports
-the hit ratio per tier (l1, l2) from the `edgecache` member of each Cache-Status, the shares of stale and
+GET the paths of a trace (--path-prefix<key> for synthetic traces, the logged paths for --trace log) from
+--url or from an ASGI app (--app module:attribute, served in this process by uvicorn on a free 127.0.0.1
+port), with --concurrency workers, until --requests are sent or --duration seconds have passed. Reports the
+hit ratio per tier (l1, l2) from the `edgecache` member of each Cache-Status, the shares of stale and
 collapsed responses, latency percentiles and requests/s. Only loopback targets unless --allow-remote.""",
         epilog="Example: edgecache bench load --app examples.app:app --requests 5000 --concurrency 8. "
         "Exit status: 0 done, 1 failed (target unreachable), 2 bad usage or refused target.",
@@ -507,6 +507,12 @@ collapsed responses, latency percentiles and requests/s. Only loopback targets u
     add("--duration", type=float, default=30.0, metavar="SECONDS", help="longest run (default %(default)g)")
     add("--concurrency", type=int, default=16, metavar="N", help="requests in flight (default %(default)s)")
     add("--timeout", type=float, default=10.0, metavar="SECONDS", help="per request (default %(default)g)")
+    add(
+        "--path-prefix",
+        default="/lab/",
+        metavar="PATH",
+        help="synthetic traces: request PATH<key id> (default %(default)s)",
+    )
     add("--allow-remote", action="store_true", help="allow a target that is not a loopback address")
     add("--json", action="store_true", help="print the report as JSON")
     load.set_defaults(run=run_bench_load, parser=load)
@@ -657,6 +663,8 @@ def run_bench_load(args: argparse.Namespace) -> int:
         parser.error("--requests and --concurrency must be at least 1")
     if not args.duration > 0 or not args.timeout > 0:
         parser.error("--duration and --timeout must be positive")
+    if not args.path_prefix.startswith("/"):
+        parser.error("--path-prefix must start with /")
     if args.url:
         try:
             url = load.check_target(args.url, allow_remote=args.allow_remote)
@@ -668,7 +676,12 @@ def run_bench_load(args: argparse.Namespace) -> int:
         print(f"edgecache bench load: {failed}", file=sys.stderr)
         return 1
     total = min(args.requests, len(trace))
-    options = {"requests": total, "duration": args.duration, "concurrency": args.concurrency}
+    options = {
+        "requests": total,
+        "duration": args.duration,
+        "concurrency": args.concurrency,
+        "path_prefix": args.path_prefix,
+    }
     with report.progress(total, "requests", enabled=not args.no_progress) as advance:
         try:
             if args.url:

@@ -2,9 +2,9 @@
 
 The target is a URL (an ``edgecache proxy``, an app behind ``CacheInterceptor``) or an ASGI app given as
 ``module:attribute`` that is served in this process by uvicorn on a free loopback port. Requests follow the
-trace's keys in order (``GET`` of ``trace.path(key)``), sent by ``concurrency`` workers sharing one
-``httpx.AsyncClient``; the run stops after ``requests`` requests or ``duration`` seconds, whichever comes
-first. Only loopback targets are allowed unless ``allow_remote`` is set: a load test aimed at someone
+trace's keys in order (``GET`` of ``trace.path(key, path_prefix)``), sent by ``concurrency`` workers sharing
+one ``httpx.AsyncClient``; the run stops after ``requests`` requests or ``duration`` seconds, whichever
+comes first. Only loopback targets are allowed unless ``allow_remote`` is set: a load test aimed at someone
 else's server by a typo is an attack.
 
 Each response is classified from the ``edgecache`` member of its ``Cache-Status`` (RFC 9211; see
@@ -170,10 +170,10 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _paths(trace: Trace, count: int) -> Iterator[str]:
+def _paths(trace: Trace, count: int, prefix: str) -> Iterator[str]:
     path = trace.path
     for key in trace.keys[:count]:
-        yield path(key)
+        yield path(key, prefix)
 
 
 async def drive(
@@ -184,13 +184,14 @@ async def drive(
     duration: float,
     concurrency: int = 16,
     request_timeout: float = 10.0,
+    path_prefix: str = "/lab/",
     advance: Advance = lambda n: None,
 ) -> LoadReport:
     """Send up to ``requests`` GETs (and for at most ``duration`` s) to ``base_url`` following ``trace``."""
     if requests < 1 or concurrency < 1 or not duration > 0:
         raise ValueError("requests and concurrency must be at least 1 and duration positive")
     report = LoadReport(base_url)
-    work = _paths(trace, requests)
+    work = _paths(trace, requests, path_prefix)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     started = time.perf_counter()
     deadline = started + duration

@@ -43,11 +43,12 @@ class Trace:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def path(self, key: int) -> str:
-        """The URL path (with query) a request for ``key`` uses when the trace drives a server."""
+    def path(self, key: int, prefix: str = "/lab/") -> str:
+        """The URL path (with query) a request for ``key`` uses when the trace drives a server: the logged
+        path for a log replay, else ``prefix`` and the key id."""
         if self.paths is not None:
             return self.paths[key]
-        return f"/lab/{key}"
+        return f"{prefix}{key}"
 
 
 # -- object sizes ---------------------------------------------------------------------------------------

@@ -190,3 +190,19 @@ def test_cli_replays_a_log_against_the_app(capsys, tmp_path):
     # the logged paths with utm_* dropped: 5 distinct URLs, each fetched once, then served from L1
     assert data["requests"] == 60
     assert (data["outcomes"]["miss"], data["outcomes"]["l1"]) == (5, 55)
+
+
+def test_cli_unreachable_target_exits_1(capsys):
+    from tests.servers import free_port  # noqa: PLC0415
+
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["bench", "load", "--url", url, "--requests", "3", "--no-progress", "--timeout", "2"]) == 1
+    assert f"every request to {url} failed" in capsys.readouterr().err
+
+
+def test_path_prefix(capsys):
+    argv = ["bench", "load", "--app", APP, "--keys", "5", "--requests", "20", "--path-prefix", "/other/"]
+    assert main([*argv, "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["statuses"] == {"404": 20}  # the test app serves /lab/ only
+    assert main([*argv[:-1], "other", "--no-progress"]) == 2
+    assert "--path-prefix must start with /" in capsys.readouterr().err
