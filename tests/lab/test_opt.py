@@ -8,7 +8,7 @@ from itertools import combinations
 
 import pytest
 
-from edgecache.lab.opt import belady, next_uses
+from edgecache.lab.opt import belady, next_uses, upper_bound
 from edgecache.lab.policies import POLICIES
 
 
@@ -70,7 +70,9 @@ def test_byte_opt_is_feasible_so_a_lower_bound(seed):
     capacity = rng.randint(1, 6)
     weights = [weight[k] for k in keys]
     hits, _ = belady(keys, weights, weights, capacity)
-    assert hits <= brute_force(tuple(keys), capacity, weight)
+    by_size, _ = belady(keys, weights, weights, capacity, size_aware=True)
+    best = brute_force(tuple(keys), capacity, weight)
+    assert max(hits, by_size) <= best <= upper_bound(keys, weights, capacity)
 
 
 def test_byte_opt_prefers_what_is_needed_soonest_and_bypasses_what_does_not_fit():
@@ -94,3 +96,22 @@ def test_no_policy_beats_opt(name):
 
 def test_zero_capacity_hits_nothing():
     assert belady([1, 1], [1, 1], [1, 1], 0) == (0, 0)
+
+
+def test_upper_bound_by_hand():
+    # Holding 1 (w2) from request 0 to 2 costs 2 × 2 = 4 byte-steps, 2 (w1) from 1 to 4 costs 1 × 3 = 3.
+    # Capacity 1 (a budget of 1 × 5): 1 never fits, 2's interval does: one hit at most. Capacity 2 (budget
+    # 10): both intervals fit.
+    assert upper_bound([1, 2, 1, 3, 2], [2, 1, 2, 1, 1], 1) == 1
+    assert upper_bound([1, 2, 1, 3, 2], [2, 1, 2, 1, 1], 2) == 2
+    assert upper_bound([1, 1], [1, 1], 0) == 0
+
+
+def test_size_aware_ranking_keeps_many_small_objects():
+    # capacity 4: one large object (w4) or two small ones (w2) that are asked for a little later
+    keys = [9, 1, 2, 9, 1, 2, 9, 1, 2]
+    weights = [4, 2, 2] * 3
+    plain, _ = belady(keys, weights, weights, 4)
+    by_size, _ = belady(keys, weights, weights, 4, size_aware=True)
+    assert (plain, by_size) == (2, 4)
+    assert by_size == brute_force(tuple(keys), 4, {9: 4, 1: 2, 2: 2})

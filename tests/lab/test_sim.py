@@ -75,8 +75,10 @@ def test_byte_capacities_weigh_objects_by_size():
     small = replay(trace, "lru", Capacity("200", "bytes", 200))
     assert (small.hits, small.hit_bytes, small.total_bytes) == (3, 170, 280)
     opt = replay(trace, "opt", Capacity("100", "bytes", 100))
-    assert opt.note == "approximation (lower bound)"
+    assert opt.note.startswith("lower bound; OPT ≤ ")
     assert opt.hits == 2  # keeps object 1 (needed soonest), bypasses 2
+    assert opt.opt_upper is not None
+    assert opt.opt_upper >= opt.hit_ratio
 
 
 def test_progress_is_advanced_once_per_request(trace):
