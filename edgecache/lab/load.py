@@ -124,6 +124,12 @@ class LoadReport:
     collapsed: int = 0
     latencies: list[float] = field(default_factory=list)  # seconds, of completed responses
     errors: list[str] = field(default_factory=list)  # the first few transport errors
+    paths: set[str] = field(default_factory=set)  # distinct paths sent
+
+    @property
+    def hit_ratio_bound(self) -> float:
+        """The best any cache could do on these requests: every path's first request must miss."""
+        return 1 - len(self.paths) / self.requests if self.requests else 0.0
 
     def share(self, *outcomes: str) -> float:
         return sum(self.outcomes[o] for o in outcomes) / self.requests if self.requests else 0.0
@@ -141,6 +147,7 @@ class LoadReport:
             "seconds": round(self.seconds, 4),
             "requests_per_s": round(self.requests / self.seconds, 1) if self.seconds else 0.0,
             "hit_ratio": round(self.share("l1", "l2", "hit", "stale"), 6),
+            "hit_ratio_bound": round(self.hit_ratio_bound, 6),
             "hit_ratio_by_tier": {"l1": round(self.share("l1"), 6), "l2": round(self.share("l2"), 6)},
             "stale_share": round(self.share("stale"), 6),
             "collapsed_share": round(self.collapsed / self.requests, 6) if self.requests else 0.0,
@@ -160,7 +167,8 @@ class LoadReport:
             f"({d['requests_per_s']:,} requests/s)",
             f"hit ratio {100 * self.share('l1', 'l2', 'hit', 'stale'):.2f} % "
             f"(l1 {100 * self.share('l1'):.2f} %, l2 {100 * self.share('l2'):.2f} %, "
-            f"stale {100 * self.share('stale'):.2f} %); collapsed {d['collapsed_share']:.2%}",
+            f"stale {100 * self.share('stale'):.2f} %); collapsed {d['collapsed_share']:.2%}; "
+            f"at most {100 * self.hit_ratio_bound:.2f} % possible ({len(self.paths)} distinct paths)",
             "outcomes: " + ", ".join(f"{o} {self.outcomes[o]}" for o in OUTCOMES if self.outcomes[o]),
             "statuses: " + ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items())),
             "latency ms: " + ", ".join(f"{k} {v}" for k, v in lat.items()),
@@ -200,6 +208,7 @@ async def drive(
         for path in work:  # one shared iterator: each path is sent exactly once
             if time.perf_counter() >= deadline:
                 return
+            report.paths.add(path)
             sent = time.perf_counter()
             try:
                 response = await client.get(path)

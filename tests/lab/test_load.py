@@ -98,6 +98,7 @@ async def test_in_process_app_every_key_fetched_once():
     # Concurrent first requests for one key collapse onto one fetch: the leaders are the distinct keys.
     assert report.outcomes["miss"] - report.collapsed == distinct
     assert report.outcomes["l1"] + report.outcomes["miss"] == 300
+    assert report.hit_ratio_bound == 1 - distinct / 300
     data: Any = report.as_dict()
     assert data["hit_ratio"] == pytest.approx(report.outcomes["l1"] / 300)
     assert data["hit_ratio_by_tier"] == {"l1": data["hit_ratio"], "l2": 0.0}
@@ -190,6 +191,7 @@ def test_cli_replays_a_log_against_the_app(capsys, tmp_path):
     # the logged paths with utm_* dropped: 5 distinct URLs, each fetched once, then served from L1
     assert data["requests"] == 60
     assert (data["outcomes"]["miss"], data["outcomes"]["l1"]) == (5, 55)
+    assert data["hit_ratio"] == data["hit_ratio_bound"] == round(55 / 60, 6)
 
 
 def test_cli_unreachable_target_exits_1(capsys):
