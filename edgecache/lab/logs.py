@@ -16,8 +16,9 @@ Formats (``--log-format``):
 - ``common``: ``host ident user [10/Oct/2000:13:55:36 -0700] "GET /a?b HTTP/1.1" 200 2326``
 - ``combined``: common plus ``"referer" "user-agent"``
 - ``json``: one object per line with ``path`` (or ``uri``, ``request_uri``, ``url``, or a ``request`` line),
-  ``status``, ``bytes`` (or ``body_bytes_sent``, ``bytes_sent``, ``size``), ``time`` (epoch seconds, ISO
-  8601 or the common-log form), and optionally ``method`` (default GET) and ``host``.
+  ``status``, ``bytes`` (or ``body_bytes_sent``, ``bytes_sent``, ``size``), ``time`` (or ``timestamp``,
+  ``time_local``: epoch seconds as a number or text, ISO 8601, or the common-log form), and optionally
+  ``method`` (default GET) and ``host``.
 - ``auto``: JSON if the first non-blank line starts with ``{``, otherwise common/combined per line.
 """
 
@@ -116,6 +117,10 @@ def _json_time(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
+        try:
+            return float(value)  # epoch seconds as text, e.g. nginx's $msec
+        except ValueError:
+            pass
         try:
             return datetime.fromisoformat(value).timestamp()
         except ValueError:

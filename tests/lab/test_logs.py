@@ -33,6 +33,9 @@ def test_json_lines():
     nginx = {"request": "HEAD /x HTTP/1.1", "status": "304", "body_bytes_sent": "0", "time": 5}
     assert parse_json(json.dumps(nginx)).method == "HEAD"
     assert parse_json(json.dumps(nginx)).status == 304
+    assert parse_json(json.dumps(nginx | {"time": "1700000000.250"})).time == 1700000000.25
+    local = {"uri": "/y", "status": 200, "time_local": "10/Oct/2000:13:55:36 -0700"}
+    assert parse_json(json.dumps(local)).time == 971211336.0
 
 
 MALFORMED = [
