@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 from cachetools import LRUCache
 from hypothesis import given, settings
@@ -33,17 +35,38 @@ def test_sketch_counters_saturate_at_four_bits():
     assert sketch.frequency("hot") == 16  # 15 in the counters + the doorkeeper bit
 
 
-def test_sketch_halves_counts_and_clears_the_doorkeeper_every_sample_period():
+def test_sketch_halve_halves_counts_and_clears_the_doorkeeper():
     sketch = FrequencySketch(16)
     for _ in range(9):
         sketch.increment("hot")
     assert sketch.frequency("hot") == 9
-    # Fill the rest of the period with other keys; the period ends on the sample_size-th increment.
-    for i in range(sketch.sample_size - 9):
-        sketch.increment(f"cold{i % 4}")
-    assert sketch.frequency("hot") == 0  # the door bit is gone, so the key reads as unseen...
+
+    sketch.halve()
+
+    assert sketch.frequency("hot") == 4  # 8 in the counters, halved; the door bit is gone
     sketch.increment("hot")
-    assert sketch.frequency("hot") == 1 + 4  # ...and its counters (8, hence 4 after halving) come back
+    assert sketch.frequency("hot") == 5  # the first sighting of the period only sets the door bit
+
+
+def test_sketch_raise_to_never_lowers_an_estimate():
+    sketch = FrequencySketch(64)
+    sketch.raise_to("a", 6)
+    assert sketch.frequency("a") == 6
+    sketch.raise_to("a", 3)
+    assert sketch.frequency("a") == 6
+    sketch.raise_to("a", 100)
+    assert sketch.frequency("a") == 16
+
+
+def test_policy_ages_frequencies_every_sample_period():
+    policy = AdmissionPolicy(16, adaptive=False)
+    policy.add("hot", 1)
+    for _ in range(12):
+        policy.touch("hot")
+    assert policy._counts["hot"] == 12
+    for i in range(policy.sketch.sample_size - 12):
+        policy.touch(f"cold{i}")
+    assert policy._counts["hot"] == 6
 
 
 def test_sketch_memory_is_about_nine_bytes_per_tracked_key_and_capped():
@@ -116,34 +139,73 @@ def test_a_one_hit_wonder_flood_does_not_evict_the_hot_set_while_lru_would():
     assert policy_hits >= 0.9 * 20_000
 
 
-def test_a_large_candidate_must_beat_every_victim_it_would_displace():
+def _main_of_five_hot_keys() -> AdmissionPolicy:
+    """Capacity 10, no window: main holds a..e (weight 2 each), each asked for 4 times."""
     policy = AdmissionPolicy(10, adaptive=False, window=0.0)
     for key in ("a", "b", "c", "d", "e"):
+        policy.touch(key)
         policy.add(key, 2)
     for _ in range(3):
         for key in ("a", "b", "c", "d", "e"):
             policy.touch(key)
-    policy.touch("big")
-    policy.touch("big")  # freq 2: below every resident (4 each)
+    return policy
 
-    assert policy.add("big", 4) == ["big"]
 
-    for _ in range(6):
-        policy.touch("big")  # freq 8: above all of them
-    evicted = policy.add("big", 4)
+def test_the_newest_key_stays_until_the_next_add():
+    policy = _main_of_five_hot_keys()
+    policy.touch("new")
+
+    evicted = policy.add("new", 4)  # no window: it overfills the window, main's two oldest make room
+
+    assert "new" in policy
     assert len(evicted) == 2
-    assert "big" in policy
     assert policy.weight == 10
 
 
-def test_window_grows_on_a_recency_trace_and_shrinks_on_a_frequency_one():
-    # Recency: a loop over 1.5x the capacity defeats LRU, a sliding working set rewards it.
+def test_a_large_candidate_must_beat_every_victim_it_would_displace():
+    policy = _main_of_five_hot_keys()
+    for _ in range(2):
+        policy.touch("big")  # 2 accesses: fewer than any resident (4)
+    policy.add("big", 4)
+    policy.touch("next")
+
+    evicted = policy.add("next", 1)  # "big" leaves the window and meets the filter
+
+    assert evicted == ["big"]
+    assert policy.weight == 6 + 1
+
+
+def test_a_large_candidate_more_frequent_than_its_victims_is_admitted():
+    policy = _main_of_five_hot_keys()
+    for _ in range(8):
+        policy.touch("big")
+    policy.add("big", 4)
+    policy.touch("next")
+
+    evicted = policy.add("next", 1)
+
+    assert "big" in policy
+    assert "big" not in evicted
+    assert policy.weight <= 10
+
+
+def test_window_grows_when_rejected_candidates_come_back():
+    # A working set sliding over fresh keys: each key is asked for a few times in a row of
+    # requests and never again. The frequency filter turns the new keys away; recency is what pays.
     policy = AdmissionPolicy(100)
     start = policy.window_capacity
     for i in range(60_000):
-        base = i // 50
-        access(policy, f"k{base + i % 40}")
-    assert policy.window_capacity > start
+        access(policy, f"k{i // 50 + i % 60}")
+    assert policy.window_capacity > 50 > start
+
+
+def test_window_shrinks_on_skewed_traffic_with_one_hit_wonders():
+    # Every other request is a key never seen again; the rest are skewed over 120 keys.
+    policy = AdmissionPolicy(100, window=0.5)
+    rng = random.Random(1)
+    for i in range(60_000):
+        access(policy, f"hot{int(120 * rng.random() ** 3)}" if i % 2 else f"once{i}")
+    assert policy.window_capacity < 5
 
 
 @settings(max_examples=200, deadline=None)
