@@ -16,7 +16,8 @@ The same figures, one trace at a time, from the command line:
 ``edgecache bench hitrate --trace zipf --alpha 1.0 --keys 100000 --requests 1000000``.
 
 Run: ``.venv/bin/python benchmarks/hitrate_table.py`` (about 3 minutes at the full 100k keys / 1M requests
-on one core; ``--requests 200000 --keys 20000`` for a quick look).
+on one core; ``--requests 200000 --keys 20000`` for a quick look). To refresh the README after a change to
+the shipped L1: ``--json docs/hitrate.json --update-readme`` (the plot goes to docs/hitrate.png anyway).
 """
 
 from __future__ import annotations
@@ -76,6 +77,25 @@ def speed(results: list[Result], policies: list[str]) -> str:
     )
 
 
+README_START = "<!-- hitrate-table: written by benchmarks/hitrate_table.py --update-readme -->"
+README_END = "<!-- /hitrate-table -->"
+
+
+def update_readme(path: Path, results: list[Result], policies: list[str]) -> None:
+    """Replace the README's table (between the two markers) with these results."""
+    text = path.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{path}: no {README_START!r} ... {README_END!r} block to update")
+    best = {p: max(r.ops_per_s for r in results if r.policy == p) for p in policies}
+    rates = ", ".join(f"{p} {best[p] / 1e6:.2f} M" for p in policies)
+    block = (
+        f"{README_START}\n{pivot(results, policies)}\n\nSimulated operations per second (best over the runs, "
+        f"pure Python, this machine): {rates}.\n"
+    )
+    path.write_text(text[:start] + block + text[end:])
+
+
 def check_targets(results: list[Result]) -> list[str]:
     """Issue 6's targets for the shipped L1; one line per check."""
     by = {(r.trace, r.capacity, r.policy): 100 * r.hit_ratio for r in results}
@@ -107,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write every result as JSON")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--from-json", metavar="PATH", help="print and plot the results a --json run saved")
+    parser.add_argument("--update-readme", action="store_true", help="rewrite the table in README.md")
     args = parser.parse_args(argv)
     policies = list(ALL_POLICIES)
     if args.from_json:
@@ -137,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         report.plot(results, args.plot, title=f"hit ratio, {args.keys:,} keys, {args.requests:,} requests")
         print(f"\nplot written to {args.plot}")
+    if args.update_readme:
+        update_readme(REPO_ROOT / "README.md", results, policies)
+        print("README.md table updated")
     if args.json:
         meta = {"keys": args.keys, "requests": args.requests, "seed": args.seed, "edgecache": l1}
         Path(args.json).write_text(report.to_json(results, **meta, seconds=round(elapsed, 1)))
