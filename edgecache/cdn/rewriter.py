@@ -1,0 +1,90 @@
+"""``AssetRewriter``: one configured rewriter for URLs, bodies by media type, and ``Link`` headers (pure)."""
+
+from __future__ import annotations
+
+from .css import rewrite_css
+from .html import HtmlRewriter
+from .jsontext import rewrite_json
+from .link import rewrite_link
+from .urls import CdnConfig, UrlMatcher
+
+_HTML = frozenset({"text/html", "application/xhtml+xml"})
+_CSS = frozenset({"text/css"})
+
+
+def _kind(media_type: str) -> str | None:
+    """``html``, ``css``, ``json`` or ``None``; ``media_type`` may carry parameters (``; charset=…``)."""
+    essence = media_type.split(";", 1)[0].strip().lower()
+    if essence in _HTML:
+        return "html"
+    if essence in _CSS:
+        return "css"
+    if essence == "application/json" or (essence.endswith("+json") and "/" in essence):
+        return "json"
+    return None
+
+
+def _decode(body: bytes, charset: str | None) -> tuple[str, str] | None:
+    """``(text, codec)``; ``None`` when the charset is unknown or the bytes do not decode in it.
+
+    A body that does not decode is passed on untouched rather than decoded with replacement characters (which
+    would corrupt it on the way back) or guessed at.
+    """
+    codec = (charset or "utf-8").strip().strip('"').lower() or "utf-8"
+    try:
+        text = body.decode(codec)
+    except (LookupError, UnicodeDecodeError):
+        return None
+    return text, codec
+
+
+class AssetRewriter:
+    """Rewrites asset URLs to ``config.origin``; every method returns ``None`` when nothing changes."""
+
+    __slots__ = ("_config", "_html", "_matcher")
+
+    def __init__(self, config: CdnConfig) -> None:
+        self._config = config
+        self._matcher = UrlMatcher(config)
+        self._html = HtmlRewriter(self._matcher)
+
+    @property
+    def config(self) -> CdnConfig:
+        return self._config
+
+    def rewrite_url(self, url: str) -> str | None:
+        """The CDN URL for ``url``, or ``None`` when it is not an asset URL to rewrite."""
+        return self._matcher.rewrite(url)
+
+    def handles(self, media_type: str) -> bool:
+        """True for HTML, XHTML, CSS, JSON and ``+json`` media types (parameters allowed)."""
+        return _kind(media_type) is not None
+
+    def rewrite_body(self, media_type: str, body: bytes, charset: str | None = None) -> bytes | None:
+        """The rewritten body, or ``None`` when nothing changed, the type is not handled or the body does not
+        decode in ``charset`` (default UTF-8). The result is encoded in the same charset."""
+        kind = _kind(media_type)
+        if kind is None or not body:
+            return None
+        decoded = _decode(body, charset)
+        if decoded is None:
+            return None
+        text, codec = decoded
+        if kind == "html":
+            new = self._html.rewrite(text)
+        elif kind == "css":
+            new = rewrite_css(self._matcher, text)
+        else:
+            new = rewrite_json(self._matcher, text)
+        if new is None:
+            return None
+        try:
+            return new.encode(codec)
+        except (
+            UnicodeEncodeError
+        ):  # pragma: no cover - the origin and version are ASCII; kept text re-encodes
+            return None
+
+    def rewrite_link_header(self, value: str) -> str | None:
+        """An RFC 8288 ``Link`` value with its asset targets rewritten, or ``None`` when unchanged."""
+        return rewrite_link(self._matcher, value)
