@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.exceptions import RedisError
@@ -29,6 +30,9 @@ from edgecache.core.invalidation import (
     invalidation_channel,
     new_invalidation,
 )
+
+if TYPE_CHECKING:
+    from edgecache.cdn.purge import CdnPurger
 
 ENV_REDIS_URL: Final = "EDGECACHE_REDIS_URL"
 ENV_NAMESPACE: Final = "EDGECACHE_NAMESPACE"
@@ -108,7 +112,12 @@ def add_purge(subparsers: Subparsers) -> None:
             "Publish one invalidation on the Redis channel <namespace>:invalidate: every node drops (or, "
             "with --soft, marks stale) the matching responses from its memory tier and from Redis."
         ),
-        epilog="Exit status: 0 published, 1 Redis unreachable or failing, 2 bad arguments.",
+        epilog=(
+            "With EDGECACHE_CDN_PURGE_PROVIDER (fastly or cloudflare), EDGECACHE_CDN_PURGE_SERVICE or "
+            "EDGECACHE_CDN_PURGE_ZONE and EDGECACHE_CDN_PURGE_TOKEN set, the --tag values are purged at the "
+            "CDN too, once the invalidation is published. Exit status: 0 published, 1 Redis unreachable or "
+            "failing, 2 bad arguments, 3 published but the CDN purge failed."
+        ),
     )
     add = parser.add_argument
     add("--tag", dest="tags", action="append", default=[], metavar="TAG", help="a Surrogate-Key/Cache-Tag")
@@ -166,6 +175,7 @@ def run_purge(args: argparse.Namespace) -> int:
         payload = encode_invalidation(inv)
     except BadInvalidation as bad:
         parser.error(_purge_usage_error(bad))
+    purger = _cdn_purger(parser)
     try:
         receivers = asyncio.run(_publish(url, namespace, inv, args.timeout))
     except ValueError as error:  # redis-py rejects the URL
@@ -178,7 +188,37 @@ def run_purge(args: argparse.Namespace) -> int:
     print(f"published on {invalidation_channel(namespace)}: {receivers} receiver(s)")
     if receivers == 0:
         print("edgecache purge: warning: no node is subscribed to that channel", file=sys.stderr)
+    if purger is not None and inv.tags:
+        # The command originated this purge: it asks the CDN (the nodes that apply it don't).
+        if not asyncio.run(_purge_at_cdn(purger, inv.tags)):
+            print(f"edgecache purge: the {purger.provider} purge failed (see the log above)", file=sys.stderr)
+            return 3
+        print(f"purged {len(inv.tags)} tag(s) at {purger.provider}")
     return 0
+
+
+def _cdn_purger(parser: argparse.ArgumentParser) -> CdnPurger | None:
+    """The CDN purge configured by the EDGECACHE_CDN_PURGE_* variables, or None."""
+    from edgecache.config import ConfigError, Settings  # noqa: PLC0415
+    from edgecache.engine import cdn_purger  # noqa: PLC0415
+    from edgecache.observe.stats import CacheStats  # noqa: PLC0415
+
+    environ = {k: v for k, v in os.environ.items() if k.startswith("EDGECACHE_CDN_PURGE_")}
+    if not environ:
+        return None
+    try:
+        settings = Settings.load({}, environ=environ)
+    except ConfigError as error:
+        parser.error(f"EDGECACHE_CDN_PURGE_*: {error}")
+    return cdn_purger(settings, CacheStats())
+
+
+async def _purge_at_cdn(purger: CdnPurger, tags: Sequence[str]) -> bool:
+    logging.basicConfig(format="edgecache purge: %(message)s")  # the purger logs why a call failed
+    try:
+        return await purger.purge(tags)
+    finally:
+        await purger.aclose()
 
 
 async def _publish(url: str, namespace: str, inv: Invalidation, seconds: float) -> int:

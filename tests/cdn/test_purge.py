@@ -19,6 +19,7 @@ import respx
 
 from edgecache import Cache, Settings
 from edgecache.cdn.purge import CLOUDFLARE_API, FASTLY_API, CdnPurger
+from edgecache.cli import main
 from edgecache.core.invalidation import new_invalidation
 
 FASTLY_URL = f"{FASTLY_API}/service/svc-1/purge"
@@ -216,3 +217,42 @@ async def test_only_the_node_that_originates_a_purge_calls_the_cdn(
     await b.cdn_purger.drain()
     assert route.call_count == 1
     assert b.stats.cdn_purges.total() == 0
+
+
+# -- `edgecache purge`: the command originates the purge, so it asks the CDN -----------------------------
+
+
+def test_the_purge_command_purges_its_tags_at_the_cdn(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in CLOUDFLARE.items():
+        monkeypatch.setenv("EDGECACHE_" + name.upper(), str(value))
+    with respx.mock(assert_all_mocked=True, assert_all_called=True) as router:
+        route = router.post(CLOUDFLARE_URL).mock(return_value=httpx.Response(200, json=CF_OK))
+        assert main(["purge", "--tag", "product:42", "--path", "/p/42", "--redis-url", redis_url]) == 0
+    assert json.loads(route.calls.last.request.content) == {"tags": ["product:42"]}
+    assert "purged 1 tag(s) at cloudflare" in capsys.readouterr().out
+
+
+def test_the_purge_command_exits_3_when_the_cdn_purge_fails(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in FASTLY.items():
+        monkeypatch.setenv("EDGECACHE_" + name.upper(), str(value))
+    with respx.mock(assert_all_mocked=True, assert_all_called=True) as router:
+        router.post(FASTLY_URL).mock(return_value=httpx.Response(401, json={"msg": "bad key"}))
+        assert main(["purge", "--tag", "t", "--redis-url", redis_url]) == 3
+    assert "fastly purge failed" in capsys.readouterr().err
+
+
+def test_the_purge_command_rejects_an_incomplete_cdn_configuration(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EDGECACHE_CDN_PURGE_PROVIDER", "fastly")
+    assert main(["purge", "--tag", "t", "--redis-url", redis_url]) == 2
+    assert "cdn_purge_service" in capsys.readouterr().err
+
+
+def test_the_purge_command_without_cdn_configuration_calls_nobody(redis_url: str) -> None:
+    with respx.mock(assert_all_mocked=True):  # any call would raise
+        assert main(["purge", "--tag", "t", "--redis-url", redis_url]) == 0
