@@ -9,10 +9,12 @@ validator), handle compressed bodies, and pass untouched (and count) what it mus
 from __future__ import annotations
 
 import gzip
+import time
 import zlib
 from collections.abc import AsyncIterator
 
 import brotli
+import httpx
 import pytest
 import zstandard
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,8 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from edgecache import ConfigError, Settings
+from edgecache import Cache, CacheInterceptor, ConfigError, Settings
 from edgecache.observe.prometheus import CacheCollector
+from edgecache.stores.tiered import TieredStore
 from tests.helpers import FakeClock
 from tests.middleware import conftest as middleware_fixtures
 from tests.middleware.conftest import Endpoint, HarnessFactory, cache_status
@@ -422,3 +425,43 @@ def test_cdn_options_have_environment_twins() -> None:
     assert settings.cdn_max_rewrite_bytes == 1024 * 1024
     assert settings.cdn_purge_provider == "cloudflare"
     assert "secret-token" not in repr(settings)
+
+
+async def test_a_second_node_serves_the_rewritten_bytes_from_redis(redis_url: str) -> None:
+    calls = 0
+
+    async def endpoint(request: Request) -> Response:
+        nonlocal calls
+        calls += 1
+        return Response(PAGE, headers={"cache-control": "max-age=60", "etag": '"v1"'}, media_type="text/html")
+
+    app = Starlette(routes=[Route("/", endpoint)])
+    options = {**OPTIONS, "redis_url": redis_url, "namespace": f"cdn{time.monotonic_ns()}"}
+    caches = [Cache(Settings.load(options, environ={})) for _ in range(2)]
+    clients = [
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(CacheInterceptor(app, cache=c)), base_url="http://testserver"
+        )
+        for c in caches
+    ]
+    try:
+        for cache in caches:
+            assert await cache.start_and_wait(5)
+        first = await clients[0].get("/")
+        assert_rewritten_page(first.text)
+        store = caches[0].store
+        assert isinstance(store, TieredStore)
+        await store.flush_writes()  # L2 writes are queued behind the response
+        other = await clients[1].get("/")
+        assert "detail=l2" in other.headers["cache-status"]
+        assert calls == 1
+        assert other.content == first.content
+        assert other.headers["etag"] == first.headers["etag"]
+        assert (
+            await clients[1].get("/", headers={"if-none-match": first.headers["etag"]})
+        ).status_code == 304
+    finally:
+        for client in clients:
+            await client.aclose()
+        for cache in caches:
+            await cache.aclose()
