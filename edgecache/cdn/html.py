@@ -189,9 +189,17 @@ class HtmlRewriter:
                 + _escape_attr(tail, quote)
                 + raw[lead + insert_at :]
             )
+        # The value has character references. Keep the author's text for the part we keep when it holds
+        # the dropped scheme and host literally (the usual case); else write the whole value back encoded.
+        raw_url = raw.strip(_HTML_WS)
+        if raw_url.startswith(stripped[:drop]) and (not tail or insert_at == len(stripped)):
+            lead = raw.index(raw_url)
+            return (
+                raw[:lead] + origin + raw_url[drop:] + _escape_attr(tail, quote) + raw[lead + len(raw_url) :]
+            )
         lead = decoded.index(stripped)
         new_url = origin + stripped[drop:insert_at] + tail + stripped[insert_at:]
-        return _escape_attr(decoded[:lead] + new_url + decoded[lead + len(stripped) :], quote)
+        return _encode_attr(decoded[:lead] + new_url + decoded[lead + len(stripped) :], quote)
 
     def _srcset_value(self, raw: str, quote: str) -> str | None:
         decoded = _unescape_attr(raw) if "&" in raw else raw
@@ -199,7 +207,7 @@ class HtmlRewriter:
         if new is None:
             return None
         # Without references in ``raw`` this only encodes the ``&`` of a version parameter.
-        return _escape_attr(new, quote)
+        return _escape_attr(new, quote) if raw is decoded else _encode_attr(new, quote)
 
     def _rewrite_srcset(self, value: str) -> str | None:
         """Every candidate URL of a ``srcset`` (HTML Standard "parse a srcset attribute"), descriptors
@@ -230,7 +238,7 @@ class HtmlRewriter:
         new = rewrite_css(self._matcher, decoded)
         if new is None:
             return None
-        return _escape_attr(new, quote)
+        return _escape_attr(new, quote) if raw is decoded else _encode_attr(new, quote)
 
     # -- tags -----------------------------------------------------------------------------------------------
     def _rewrite_tag(self, text: str, start: int, end: int, name: str) -> list[tuple[int, int, str]]:
@@ -336,6 +344,18 @@ class HtmlRewriter:
             return None
         out.append(text[last:])
         return "".join(out)
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f\ud800-\udfff]")  # lone surrogates: undecodable bytes, kept
+
+
+def _encode_attr(value: str, quote: str) -> str:
+    """A decoded value written back whole: also non-ASCII characters as references, since the value may have
+    held them as references in a page whose charset cannot encode them."""
+    value = _escape_attr(value, quote)
+    if value.isascii():
+        return value
+    return _NON_ASCII.sub(lambda m: f"&#x{ord(m.group()):X};", value)
 
 
 def _requote(new: str, quote: str) -> str:
