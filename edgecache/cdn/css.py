@@ -16,26 +16,40 @@ from functools import partial
 
 from .urls import Plan, UrlMatcher
 
-_TOKEN = re.compile(
-    r"""
-      /\*.*?(?:\*/|\Z)                                                  # comment
-    | (?P<import>@[Ii][Mm][Pp][Oo][Rr][Tt])(?P<iws>(?:[ \t\n\r\f]|/\*.*?\*/)*)
-        (?:(?P<iq>["'])(?P<istr>(?:(?!(?P=iq))[^\\\n\r\f]|\\.|\\\n|\\\r\n?)*)(?P=iq))?
-    | ["'] # a string (handled in Python: the closing quote must match)
-    | (?<![\w\\-])(?P<url>[Uu][Rr][Ll]\((?P<ws1>[ \t\n\r\f]*))
+_WS = r"[ \t\n\r\f]"
+_DQ_BODY = r'(?:[^"\\\n\r\f]++|\\.|\\\r\n)*+'
+_SQ_BODY = r"(?:[^'\\\n\r\f]++|\\.|\\\r\n)*+"
+# Whitespace and comments between ``@import`` and its string.
+_IMPORT_GAP = rf"(?:{_WS}|/\*.*?\*/)*+"
+# Everything that holds no URL, consumed at C speed from where the last match ended: other characters,
+# comments, strings (a string cut by a newline ends there, as a "bad string"), identifiers (whole, so that
+# ``xurl(`` and ``my-url(`` are not ``url(``), at-keywords other than an ``@import`` followed by a string,
+# escapes (an escaped ``u\72l(`` is left alone).
+_BORING = rf"""
+    [^/"'@\w\\-]++
+  | /\*.*?(?:\*/|\Z)
+  | /
+  | "{_DQ_BODY}(?:"|(?=[\n\r\f])|\Z)
+  | '{_SQ_BODY}(?:'|(?=[\n\r\f])|\Z)
+  | @(?![Ii][Mm][Pp][Oo][Rr][Tt]{_IMPORT_GAP}["'])[\w-]*+
+  | (?![Uu][Rr][Ll]\()[\w-]++
+  | \\.?
+"""
+# The next URL: ``@import "…"`` (``istr``) or ``url(…)`` quoted (``qstr``) or not (``raw``). A ``url(`` that
+# is neither (a "bad url") matches with neither group set, and is left alone.
+_NEXT = re.compile(
+    rf"""(?:{_BORING})*+
+    (?:
+        @[Ii][Mm][Pp][Oo][Rr][Tt]{_IMPORT_GAP}(?:"(?P<idq>{_DQ_BODY})"|'(?P<isq>{_SQ_BODY})')
+      | [Uu][Rr][Ll]\({_WS}*+
         (?:
-            (?P<q>["'])(?P<qstr>(?:(?!(?P=q))[^\\\n\r\f]|\\.|\\\n|\\\r\n?)*)(?P=q)(?P<ws2>[ \t\n\r\f]*)\)
-          | (?P<raw>(?:[^"'()\\ \t\n\r\f\x00-\x08\x0b\x0e-\x1f\x7f]|\\[^\n\r\f])*)(?P<ws3>[ \t\n\r\f]*)\)
+            (?:"(?P<qdq>{_DQ_BODY})"|'(?P<qsq>{_SQ_BODY})'){_WS}*+\)
+          | (?P<raw>(?:[^"'()\\ \t\n\r\f\x00-\x08\x0b\x0e-\x1f\x7f]++|\\[^\n\r\f])*+){_WS}*+\)
         )?
-    """,
+    )""",
     re.S | re.X,
 )
-_STRING_BODY = {
-    '"': re.compile(r'(?:[^"\\\n\r\f]|\\.|\\\n|\\\r\n?)*(?:"|(?=[\n\r\f])|\Z)', re.S),
-    "'": re.compile(r"(?:[^'\\\n\r\f]|\\.|\\\n|\\\r\n?)*(?:'|(?=[\n\r\f])|\Z)", re.S),
-}
 _ESCAPE = re.compile(r"\\(?:([0-9A-Fa-f]{1,6})(?:\r\n|[ \t\n\r\f])?|(\r\n|[\n\r\f])|(.))", re.S)
-_QUICK = re.compile(r"[Uu][Rr][Ll]\(|@[Ii][Mm][Pp][Oo][Rr][Tt]")
 
 
 def _unescape_repl(m: re.Match[str]) -> str:
@@ -54,12 +68,20 @@ def unescape(text: str) -> str:
     return _ESCAPE.sub(_unescape_repl, text) if "\\" in text else text
 
 
+_STRING_SPECIAL = re.compile(r"[\\\"'\n\r\f\x00-\x08\x0b\x0e-\x1f\x7f]")
+_UNQUOTED_SPECIAL = re.compile(r"[\\\"'() \t\n\r\f\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
 def _escape_string(value: str, quote: str) -> str:
+    if _STRING_SPECIAL.search(value) is None:
+        return value
     value = value.replace("\\", "\\\\").replace(quote, "\\" + quote)
     return re.sub(r"[\n\r\f\x00-\x08\x0b\x0e-\x1f\x7f]", lambda m: f"\\{ord(m.group()):x} ", value)
 
 
 def _escape_unquoted(value: str) -> str:
+    if _UNQUOTED_SPECIAL.search(value) is None:
+        return value
     return re.sub(
         r"[\\\"'() \t\n\r\f\x00-\x08\x0b\x0e-\x1f\x7f]",
         lambda m: f"\\{ord(m.group()):x} ",
@@ -78,49 +100,32 @@ def _splice(origin: str, raw: str, plan: Plan, decoded: str, escape: Callable[[s
     return escape(origin + decoded[drop:insert_at] + tail + decoded[insert_at:])
 
 
+_QUOTES = {"idq": '"', "isq": "'", "qdq": '"', "qsq": "'", "raw": ""}
+
+
 def rewrite_css(matcher: UrlMatcher, text: str) -> str | None:
     """``text`` with its asset URLs on the CDN, or ``None`` when nothing changed."""
-    if _QUICK.search(text) is None:
-        return None
     origin = matcher.origin
     out: list[str] = []
     last = 0
     pos = 0
-    search = _TOKEN.search
+    match = _NEXT.match
     while True:
-        m = search(text, pos)
+        m = match(text, pos)
         if m is None:
             break
         pos = m.end()
-        if m.group("import") is not None:
-            quote = m.group("iq")
-            if quote is None:
-                continue  # ``@import url(…)``: the url( token is found next
-            raw = m.group("istr")
-            start = m.start("istr")
-            escape: Callable[[str], str] = partial(_escape_string, quote=quote)
-        elif m.group("url") is not None:
-            quote = m.group("q")
-            if quote is not None:
-                raw = m.group("qstr")
-                start = m.start("qstr")
-                escape = partial(_escape_string, quote=quote)
-            elif m.group("raw") is not None:
-                raw = m.group("raw")
-                start = m.start("raw")
-                escape = _escape_unquoted
-            else:
-                continue  # a bad url( token: left alone
-        else:
-            first = m.group()
-            if first in ("'", '"'):
-                end = _STRING_BODY[first].match(text, pos)
-                pos = end.end() if end is not None else len(text)
-            continue
+        group = m.lastgroup  # the one value group that matched
+        if group is None:
+            continue  # a bad url( token: left alone
+        raw = m.group(group)
+        quote = _QUOTES[group]
         decoded = unescape(raw) if "\\" in raw else raw
         plan = matcher.plan(decoded)
         if plan is None:
             continue
+        start = m.start(group)
+        escape: Callable[[str], str] = partial(_escape_string, quote=quote) if quote else _escape_unquoted
         out.append(text[last:start])
         out.append(_splice(origin, raw, plan, decoded, escape))
         last = start + len(raw)

@@ -35,27 +35,50 @@ from .css import rewrite_css
 from .urls import UrlMatcher
 
 _WS = "\\t\\n\\f\\r "
-_ATTRS = (
-    rf"(?:[{_WS}/]++|[^{_WS}/>][^{_WS}/=>]*+"
-    rf"(?:[{_WS}]*+=[{_WS}]*+(?:\"[^\"]*+\"|'[^']*+'|[^{_WS}>]*+))?+)*+"
-)
-# One markup token; group ``name`` is set only for a start tag.
-_TOKEN = re.compile(
-    rf"""<(?:
+# An attribute value after its name (possessive / atomic throughout: the scan never backtracks, and no
+# capture sits inside a possessive quantifier, which CPython 3.11's ``re`` gets wrong).
+_VALUE = rf"""[{_WS}]*+=[{_WS}]*+(?:"[^"]*+"|'[^']*+'|[^{_WS}>]*+)"""
+_ATTRS = rf"(?:[{_WS}/]++|[^{_WS}/>][^{_WS}/=>]*+(?:{_VALUE})?+)*+"
+# Names of the attributes that we may rewrite (``content`` for <meta>); exact names are checked in Python.
+_HIT = r"(?i:s(?:rc(?:set)?|tyle)|href|poster|content|data-src(?:set)?|imagesrcset|xlink:href)"
+# Elements whose contents are raw text (not markup) for the tokenizer.
+_RAW = "(?i:script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext)"
+# Everything that needs no work: text, comments, CDATA, doctypes, end tags, and start tags of ordinary
+# elements without an attribute that could hold a URL. A ``<`` that starts no tag is text.
+_BORING = rf"""
+    [^<]++
+  | <(?:
         !--(?:-?>|.*?(?:--!?>|\Z))
       | !\[CDATA\[.*?(?:\]\]>|\Z)
       | [!?][^>]*+(?:>|\Z)
       | /(?:[A-Za-z][^{_WS}/>]*+{_ATTRS}(?:>|\Z)|[^>]*+(?:>|\Z))
-      | (?P<name>[A-Za-z][^{_WS}/>]*+)(?P<attrs>{_ATTRS})(?P<end>>|\Z)
-    )""",
+      | (?!{_RAW}[{_WS}/>])[A-Za-z][^{_WS}/>]*+
+        (?:[{_WS}/]++|(?!{_HIT}[{_WS}/=>])[^{_WS}/>][^{_WS}/=>]*+(?:{_VALUE})?+)*+(?:>|\Z)
+      | (?![A-Za-z/!?])
+    )"""
+# From where the last match ended: everything boring (skipped inside the pattern, at C speed), then the next
+# start tag that needs a look: ``name``, ``attrs``, ``end`` (``None`` when the document ends inside the tag),
+# and for a raw text element ``rn`` and its contents ``raw`` (up to its end tag). Used with ``match``, never
+# ``search``: a search would resume inside a tag after a failed match.
+_NEXT = re.compile(
+    rf"""(?:{_BORING})*+
+    <(?P<name>(?P<rn>{_RAW})(?=[{_WS}/>])|[A-Za-z][^{_WS}/>]*+)
+    (?P<attrs>{_ATTRS})
+    (?:(?P<end>>)(?(rn)(?P<raw>(?>(?:[^<]++|<(?!/(?i:(?P=rn))[{_WS}/>]))*)))|\Z)""",
     re.S | re.X,
 )
+# The next attribute that may hold a URL, skipping the others (anchored: ``match`` from the last one's end).
+_HIT_ATTR = re.compile(
+    rf"""(?>(?:[{_WS}/]++|(?!(?:{_HIT})(?=[{_WS}/=>]))[^{_WS}/>][^{_WS}/=>]*+(?:{_VALUE})?+)*)
+        (?P<n>{_HIT})(?=[{_WS}/=>])
+        (?>(?:[{_WS}]*+=[{_WS}]*+(?:"(?P<dq>[^"]*+)"|'(?P<sq>[^']*+)'|(?P<uq>[^{_WS}>]*+)))?)""",
+    re.X,
+)
+# Any attribute (for <meta>, whose ``property``/``name`` decides about ``content``).
 _ATTR = re.compile(
     rf"[{_WS}/]*+(?P<n>[^{_WS}/>][^{_WS}/=>]*+)"
-    rf"(?:[{_WS}]*+=[{_WS}]*+(?:\"(?P<dq>[^\"]*+)\"|'(?P<sq>[^']*+)'|(?P<uq>[^{_WS}>]*+)))?+"
+    rf"""(?>(?:[{_WS}]*+=[{_WS}]*+(?:"(?P<dq>[^"]*+)"|'(?P<sq>[^']*+)'|(?P<uq>[^{_WS}>]*+)))?)"""
 )
-# Could this attribute text hold an attribute that we rewrite? (Cheap pre-check; false positives are fine.)
-_MAYBE = re.compile(r"(?i:src|href|poster|style|content)[\t\n\f\r ]*=")
 _RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes"})
 _URL_ATTRS = frozenset({"src", "href", "xlink:href", "poster", "data-src"})
 _SRCSET_ATTRS = frozenset({"srcset", "imagesrcset", "data-srcset"})
@@ -64,7 +87,10 @@ _NO_HREF_TAGS = frozenset({"base", "use"})
 _META_IMAGE = re.compile(r"(?:.*:)?image(?::(?:url|secure_url|src))?", re.I)
 _CHARREF = re.compile(r"&(?:#[xX]([0-9A-Fa-f]+);?|#([0-9]+);?|([A-Za-z][A-Za-z0-9]*)(;?))")
 _NEEDS_QUOTES = re.compile(r"[\t\n\f\r \"'=<>`]")
-_LEADING_WS = re.compile(r"[\t\n\f\r ]*")
+_HTML_WS = "\t\n\f\r "
+# One srcset candidate: separators, the URL (no whitespace; trailing commas end it), then its descriptors up
+# to a comma outside parentheses.
+_SRCSET_CANDIDATE = re.compile(r"[\t\n\f\r ,]*+([^\t\n\f\r ]++)(?:(?<=,)|(?:[^,(]++|\([^)]*+\)?+)*+)")
 # Code points the HTML Standard maps numeric references in the 0x80-0x9F range to (windows-1252).
 _C1 = {
     0x80: 0x20AC, 0x82: 0x201A, 0x83: 0x0192, 0x84: 0x201E, 0x85: 0x2026, 0x86: 0x2020, 0x87: 0x2021,
@@ -110,8 +136,21 @@ def _unescape_attr(value: str) -> str:
     return "".join(out)
 
 
+def _value_of(m: re.Match[str]) -> tuple[str, str, str] | None:
+    """``(raw value, quote, group name)`` of an attribute match; ``None`` for an attribute without a value."""
+    dq, sq, uq = m.group("dq", "sq", "uq")
+    if dq is not None:
+        return dq, '"', "dq"
+    if sq is not None:
+        return sq, "'", "sq"
+    if uq is not None:
+        return uq, "", "uq"
+    return None
+
+
 def _escape_attr(value: str, quote: str) -> str:
-    value = value.replace("&", "&amp;")
+    if "&" in value:
+        value = value.replace("&", "&amp;")
     if quote == '"':
         return value.replace('"', "&quot;")
     if quote == "'":
@@ -131,14 +170,18 @@ class HtmlRewriter:
         """New text for an attribute value holding one URL (``raw`` as written), or ``None``."""
         decoded = _unescape_attr(raw) if "&" in raw else raw
         # Browsers strip leading and trailing ASCII whitespace from URL attributes; so do we, and keep it.
-        lead = _LEADING_WS.match(decoded).end()  # type: ignore[union-attr]
-        stripped = decoded[lead:].rstrip("\t\n\f\r ")
+        stripped = decoded.strip(_HTML_WS)
         plan = self._matcher.plan(stripped)
         if plan is None:
             return None
+        drop, insert_at, tail = plan
         origin = self._origin
         if raw == decoded:
-            drop, insert_at, tail = plan
+            if stripped is raw:
+                if not tail:
+                    return origin + raw[drop:]
+                return origin + raw[drop:insert_at] + _escape_attr(tail, quote) + raw[insert_at:]
+            lead = decoded.index(stripped)
             return (
                 raw[:lead]
                 + origin
@@ -146,10 +189,17 @@ class HtmlRewriter:
                 + _escape_attr(tail, quote)
                 + raw[lead + insert_at :]
             )
-        drop, insert_at, tail = plan
+        # The value has character references. Keep the author's text for the part we keep when it holds
+        # the dropped scheme and host literally (the usual case); else write the whole value back encoded.
+        raw_url = raw.strip(_HTML_WS)
+        if raw_url.startswith(stripped[:drop]) and (not tail or insert_at == len(stripped)):
+            lead = raw.index(raw_url)
+            return (
+                raw[:lead] + origin + raw_url[drop:] + _escape_attr(tail, quote) + raw[lead + len(raw_url) :]
+            )
+        lead = decoded.index(stripped)
         new_url = origin + stripped[drop:insert_at] + tail + stripped[insert_at:]
-        trail = decoded[lead + len(stripped) :]
-        return _escape_attr(decoded[:lead] + new_url + trail, quote)
+        return _encode_attr(decoded[:lead] + new_url + decoded[lead + len(stripped) :], quote)
 
     def _srcset_value(self, raw: str, quote: str) -> str | None:
         decoded = _unescape_attr(raw) if "&" in raw else raw
@@ -157,7 +207,7 @@ class HtmlRewriter:
         if new is None:
             return None
         # Without references in ``raw`` this only encodes the ``&`` of a version parameter.
-        return _escape_attr(new, quote)
+        return _escape_attr(new, quote) if raw is decoded else _encode_attr(new, quote)
 
     def _rewrite_srcset(self, value: str) -> str | None:
         """Every candidate URL of a ``srcset`` (HTML Standard "parse a srcset attribute"), descriptors
@@ -166,35 +216,12 @@ class HtmlRewriter:
         origin = self._origin
         out: list[str] = []
         last = 0
-        pos = 0
-        n = len(value)
-        while pos < n:
-            # skip whitespace and commas
-            while pos < n and value[pos] in "\t\n\f\r ,":
-                pos += 1
-            if pos >= n:
-                break
-            start = pos
-            while pos < n and value[pos] not in "\t\n\f\r ":
-                pos += 1
-            end = pos
-            url_end = end
-            if value[end - 1] == ",":
-                while url_end > start and value[url_end - 1] == ",":
-                    url_end -= 1
-            else:
-                # descriptors: up to a comma outside parentheses
-                depth = 0
-                while pos < n:
-                    c = value[pos]
-                    if c == "(":
-                        depth += 1
-                    elif c == ")":
-                        depth = max(0, depth - 1)
-                    elif c == "," and depth == 0:
-                        break
-                    pos += 1
-            url = value[start:url_end]
+        for m in _SRCSET_CANDIDATE.finditer(value):
+            start, url_end = m.span(1)
+            url = m.group(1)
+            if url[-1] == ",":  # a URL ending in commas has no descriptors; the commas are not part of it
+                url = url.rstrip(",")
+                url_end = start + len(url)
             plan = plan_of(url)
             if plan is not None:
                 drop, insert_at, tail = plan
@@ -211,46 +238,33 @@ class HtmlRewriter:
         new = rewrite_css(self._matcher, decoded)
         if new is None:
             return None
-        return _escape_attr(new, quote)
+        return _escape_attr(new, quote) if raw is decoded else _encode_attr(new, quote)
 
     # -- tags -----------------------------------------------------------------------------------------------
     def _rewrite_tag(self, text: str, start: int, end: int, name: str) -> list[tuple[int, int, str]]:
         """Replacements ``(start, end, new)`` for the attributes in ``text[start:end]`` of a ``name`` tag."""
+        if name == "meta":
+            return self._rewrite_meta(text, start, end)
         edits: list[tuple[int, int, str]] = []
-        meta_image = False
-        content: tuple[int, int, str, str] | None = None
-        seen: set[str] = set()
+        seen: list[str] = []
         pos = start
-        match = _ATTR.match
-        while pos < end:
+        match = _HIT_ATTR.match
+        no_href = name in _NO_HREF_TAGS
+        while True:
             m = match(text, pos, end)
             if m is None:
                 break
             pos = m.end()
-            if pos == m.start():
-                break
             attr = m.group("n").lower()
             if attr in seen:  # a duplicate attribute is ignored by browsers
                 continue
-            seen.add(attr)
-            if m.group("dq") is not None:
-                group, quote = "dq", '"'
-            elif m.group("sq") is not None:
-                group, quote = "sq", "'"
-            elif m.group("uq") is not None:
-                group, quote = "uq", ""
-            else:
+            seen.append(attr)
+            value = _value_of(m)
+            if value is None:
                 continue
-            raw = m.group(group)
-            if name == "meta":
-                if attr in ("property", "name", "itemprop"):
-                    if _META_IMAGE.fullmatch(_unescape_attr(raw).strip()):
-                        meta_image = True
-                elif attr == "content":
-                    content = (m.start(group), m.end(group), raw, quote)
-                continue
+            raw, quote, group = value
             if attr in _URL_ATTRS:
-                if attr in _HREF_ATTRS and name in _NO_HREF_TAGS:
+                if no_href and attr in _HREF_ATTRS:
                     continue
                 new = self._url_value(raw, quote)
             elif attr in _SRCSET_ATTRS:
@@ -260,69 +274,88 @@ class HtmlRewriter:
             else:
                 continue
             if new is not None:
-                edits.append((m.start(group), m.end(group), _requote(new, quote)))
-        if meta_image and content is not None:
-            cstart, cend, raw, quote = content
-            new = self._url_value(raw, quote)
-            if new is not None:
-                edits.append((cstart, cend, _requote(new, quote)))
-                edits.sort()
+                vstart, vend = m.span(group)
+                edits.append((vstart, vend, _requote(new, quote) if not quote else new))
         return edits
+
+    def _rewrite_meta(self, text: str, start: int, end: int) -> list[tuple[int, int, str]]:
+        """``content`` of a <meta> whose ``property``, ``name`` or ``itemprop`` names an image."""
+        image = False
+        content: tuple[int, int, str, str] | None = None
+        seen: set[str] = set()
+        pos = start
+        while pos < end:
+            m = _ATTR.match(text, pos, end)
+            if m is None or m.end() == pos:
+                break
+            pos = m.end()
+            attr = m.group("n").lower()
+            if attr in seen:
+                continue
+            seen.add(attr)
+            value = _value_of(m)
+            if value is None:
+                continue
+            raw, quote, group = value
+            if attr in ("property", "name", "itemprop"):
+                if _META_IMAGE.fullmatch(_unescape_attr(raw).strip(_HTML_WS)):
+                    image = True
+            elif attr == "content":
+                content = (m.start(group), m.end(group), raw, quote)
+        if not image or content is None:
+            return []
+        cstart, cend, raw, quote = content
+        new = self._url_value(raw, quote)
+        return [] if new is None else [(cstart, cend, _requote(new, quote))]
 
     def rewrite(self, text: str) -> str | None:
         """``text`` with its asset URLs on the CDN, or ``None`` when nothing changed."""
         out: list[str] = []
         last = 0
         pos = 0
-        n = len(text)
-        search = _TOKEN.search
-        maybe = _MAYBE.search
-        find = text.find
+        match = _NEXT.match
         while True:
-            lt = find("<", pos)
-            if lt < 0:
-                break
-            m = search(text, lt)
+            m = match(text, pos)
             if m is None:
                 break
             pos = m.end()
-            if m.group("name") is None:
-                continue
-            if not m.group("end"):  # end of document inside a tag: browsers drop the tag
+            if m.group("end") is None:  # end of document inside a tag: browsers drop the tag
                 break
             attrs_start, attrs_end = m.span("attrs")
-            name = m.group("name").lower()
-            if attrs_end > attrs_start and maybe(text, attrs_start, attrs_end) is not None:
+            if attrs_end > attrs_start:
+                name = m.group("name").lower()
                 for estart, eend, new in self._rewrite_tag(text, attrs_start, attrs_end, name):
                     out.append(text[last:estart])
                     out.append(new)
                     last = eend
-            if name in _RAW_TEXT:
-                close = _find_end_tag(text, pos, name)
-                if name == "style":
-                    css = rewrite_css(self._matcher, text[pos:close])
+            rn = m.group("rn")
+            if rn is not None:
+                rn = rn.lower()
+                if rn == "style":
+                    start, end = m.span("raw")
+                    css = rewrite_css(self._matcher, text[start:end])
                     if css is not None:
-                        out.append(text[last:pos])
+                        out.append(text[last:start])
                         out.append(css)
-                        last = close
-                pos = close
-            elif name == "plaintext":
-                break
+                        last = end
+                elif rn == "plaintext":  # nothing after it is markup
+                    break
         if not out:
             return None
-        out.append(text[last:n])
+        out.append(text[last:])
         return "".join(out)
 
 
-_END_TAGS: dict[str, re.Pattern[str]] = {}
+_NON_ASCII = re.compile(r"[^\x00-\x7f\ud800-\udfff]")  # lone surrogates: undecodable bytes, kept
 
 
-def _find_end_tag(text: str, pos: int, name: str) -> int:
-    pattern = _END_TAGS.get(name)
-    if pattern is None:
-        pattern = _END_TAGS[name] = re.compile(rf"</{name}(?=[\t\n\f\r />])", re.I)
-    m = pattern.search(text, pos)
-    return len(text) if m is None else m.start()
+def _encode_attr(value: str, quote: str) -> str:
+    """A decoded value written back whole: also non-ASCII characters as references, since the value may have
+    held them as references in a page whose charset cannot encode them."""
+    value = _escape_attr(value, quote)
+    if value.isascii():
+        return value
+    return _NON_ASCII.sub(lambda m: f"&#x{ord(m.group()):X};", value)
 
 
 def _requote(new: str, quote: str) -> str:

@@ -14,9 +14,12 @@ import re
 
 from .urls import UrlMatcher
 
-_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
-# Could this string value be an asset URL? root-relative (maybe written ``\/``) or absolute http(s).
-_CANDIDATE = re.compile(r'"(?:/|\\/|\\u002[fF]|[Hh][Tt][Tt][Pp])')
+# From where the last match ended: everything up to the next string that could be an asset URL (it starts
+# with ``/``, an escape, or ``http``), skipping other strings whole; used with ``match``, never ``search``.
+_NEXT = re.compile(
+    r"""(?:[^"]++|"(?![/\\]|[Hh][Tt][Tt][Pp])(?:[^"\\]++|\\.)*+")*+"(?P<s>(?:[^"\\]++|\\.)*+)\"""",
+    re.S,
+)
 _WS_COLON = re.compile(r"[ \t\n\r]*:")
 
 
@@ -29,22 +32,23 @@ def _encode(value: str, raw: str) -> str:
 
 def rewrite_json(matcher: UrlMatcher, text: str) -> str | None:
     """``text`` with its asset URL string values on the CDN, or ``None`` when nothing changed (or invalid)."""
-    if _CANDIDATE.search(text) is None:
-        return None
     origin = matcher.origin
     plan_of = matcher.plan
     out: list[str] = []
     last = 0
-    for m in _STRING.finditer(text):
-        raw = m.group(1)
-        first = raw[:1]
-        if first not in ("/", "\\", "h", "H"):
-            continue
-        if _WS_COLON.match(text, m.end()):
+    pos = 0
+    match = _NEXT.match
+    while True:
+        m = match(text, pos)
+        if m is None:
+            break
+        pos = m.end()
+        if _WS_COLON.match(text, pos):
             continue  # a key
+        raw = m.group("s")
         if "\\" in raw:
             try:
-                decoded = json.loads(m.group())
+                decoded = json.loads(text[m.start("s") - 1 : pos])
             except ValueError:
                 return None
         else:
@@ -53,13 +57,13 @@ def rewrite_json(matcher: UrlMatcher, text: str) -> str | None:
         if plan is None:
             continue
         drop, insert_at, tail = plan
-        new = origin + decoded[drop:insert_at] + tail + decoded[insert_at:]
-        out.append(text[last : m.start(1)])
+        start = m.start("s")
+        out.append(text[last:start])
         if raw == decoded:
             out.append(_encode(origin, raw) + raw[drop:insert_at] + tail + raw[insert_at:])
         else:
-            out.append(_encode(new, raw))
-        last = m.end(1)
+            out.append(_encode(origin + decoded[drop:insert_at] + tail + decoded[insert_at:], raw))
+        last = pos - 1
     if not out:
         return None
     try:

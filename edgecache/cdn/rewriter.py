@@ -25,15 +25,18 @@ def _kind(media_type: str) -> str | None:
 
 
 def _decode(body: bytes, charset: str | None) -> tuple[str, str] | None:
-    """``(text, codec)``; ``None`` when the charset is unknown or the bytes do not decode in it.
+    """``(text, codec)``; ``None`` when the charset is unknown to Python.
 
-    A body that does not decode is passed on untouched rather than decoded with replacement characters (which
-    would corrupt it on the way back) or guessed at.
+    Bytes that are not valid in the charset (a stray byte in a UTF-8 page) are carried through as lone
+    surrogates (``surrogateescape``) and written back exactly as they came: the page is rewritten and never
+    corrupted, where replacement characters would change it and a refusal would leave its assets behind.
     """
-    codec = (charset or "utf-8").strip().strip('"').lower() or "utf-8"
+    codec = (charset or "utf-8").strip().strip('"').strip("'").lower() or "utf-8"
     try:
-        text = body.decode(codec)
-    except (LookupError, UnicodeDecodeError):
+        text = body.decode(codec, "surrogateescape")
+    except LookupError:
+        return None
+    except UnicodeDecodeError:  # pragma: no cover - codecs without surrogateescape support (none in stdlib)
         return None
     return text, codec
 
@@ -61,8 +64,8 @@ class AssetRewriter:
         return _kind(media_type) is not None
 
     def rewrite_body(self, media_type: str, body: bytes, charset: str | None = None) -> bytes | None:
-        """The rewritten body, or ``None`` when nothing changed, the type is not handled or the body does not
-        decode in ``charset`` (default UTF-8). The result is encoded in the same charset."""
+        """The rewritten body (in the same charset), or ``None`` when nothing changed, the type is not handled
+        or ``charset`` (default UTF-8) is unknown."""
         kind = _kind(media_type)
         if kind is None or not body:
             return None
@@ -79,10 +82,10 @@ class AssetRewriter:
         if new is None:
             return None
         try:
-            return new.encode(codec)
-        except (
-            UnicodeEncodeError
-        ):  # pragma: no cover - the origin and version are ASCII; kept text re-encodes
+            return new.encode(codec, "surrogateescape")
+        except UnicodeEncodeError:
+            # Only inserted text can fail to encode (the origin and version are ASCII, kept text came from
+            # this codec), e.g. a URL with a character reference that had to be written back decoded.
             return None
 
     def rewrite_link_header(self, value: str) -> str | None:

@@ -29,7 +29,8 @@ from urllib.parse import quote, urlsplit
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?")
 # Characters that a URL we rewrite may not contain anywhere: whitespace and controls (see the module
 # docstring) and the backslash.
-_REFUSED_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
+_REFUSED = r"\x00-\x20\x7f\\"
+_REFUSED_CHARS = re.compile(f"[{_REFUSED}]")
 # A dot segment, literal or percent-encoded (the URL standard treats ``%2e`` as ``.`` in path segments).
 _DOT_SEGMENT = re.compile(r"/(?:\.|%2[eE]){1,2}(?=/|\Z)")
 _ABSOLUTE = re.compile(r"(?:[Hh][Tt][Tt][Pp]([Ss]?):)?//([^/?#]*)")
@@ -122,7 +123,7 @@ class Plan(NamedTuple):
 class UrlMatcher:
     """The decision for one URL, and its new form (see the module docstring for the rules)."""
 
-    __slots__ = ("_hosts", "_origin", "_prefix_re", "_version")
+    __slots__ = ("_hosts", "_origin", "_path_re", "_version")
 
     def __init__(self, config: CdnConfig) -> None:
         self._origin = config.origin
@@ -141,7 +142,10 @@ class UrlMatcher:
                 alternatives.append(re.escape(path))
             else:
                 alternatives.append(re.escape(path) + r"(?=[/?#]|\Z)")
-        self._prefix_re = re.compile("|".join(alternatives))
+        # path (under a prefix), query, fragment; none may hold a refused character (used with fullmatch)
+        self._path_re = re.compile(
+            rf"(?:{'|'.join(alternatives)})[^?#{_REFUSED}]*(?:\?(?P<q>[^#{_REFUSED}]*))?(?P<f>#[^{_REFUSED}]*)?"
+        )
         self._version = None if config.version is None else quote(config.version, safe="")
 
     @property
@@ -149,37 +153,43 @@ class UrlMatcher:
         return self._origin
 
     def plan(self, url: str) -> Plan | None:
-        if url[:1] not in ("/", "h", "H"):
-            return None
-        if _REFUSED_CHARS.search(url):
-            return None
-        drop = 0
-        if url.startswith("//") or url[:1] in ("h", "H"):
+        """How to rewrite ``url``, or ``None`` when it is not an asset URL to rewrite."""
+        first = url[:1]
+        if first == "/" and url[1:2] != "/":
+            drop = 0
+        elif first in ("/", "h", "H"):
             m = _ABSOLUTE.match(url)
             if m is None:
                 return None
-            authority = m.group(2).lower()
-            if m.group(1) is None:  # protocol-relative: the page's scheme, either default port
+            scheme_s, authority = m.groups()
+            authority = authority.lower()
+            if scheme_s is None:  # protocol-relative: the page's scheme, so either default port
                 authority = _strip_suffix(_strip_suffix(authority, ":443"), ":80")
             else:
-                authority = _strip_suffix(authority, ":443" if m.group(1) else ":80")
+                authority = _strip_suffix(authority, ":443" if scheme_s else ":80")
             if authority not in self._hosts:
                 return None
             drop = m.end()
-        end = len(url)
-        fragment = url.find("#", drop)
-        if fragment >= 0:
-            end = fragment
-        query = url.find("?", drop, end)
-        path_end = end if query < 0 else query
-        if not self._prefix_re.match(url, drop, path_end) or _DOT_SEGMENT.search(url, drop, path_end):
+        else:
+            return None
+        m = self._path_re.fullmatch(url, drop)
+        if m is None:
+            return None
+        query_start = m.start("q")
+        end = m.start("f")
+        if end < 0:
+            end = len(url)
+        path = url[drop : end if query_start < 0 else query_start - 1]
+        if ("/." in path or "%2" in path) and _DOT_SEGMENT.search(path):
             return None
         tail = ""
         if self._version is not None:
-            if query < 0:
+            if query_start < 0:
                 tail = "?v=" + self._version
-            elif not _has_v(url[query + 1 : end]):
-                tail = ("&v=" if end > query + 1 else "v=") + self._version
+            elif query_start == end:
+                tail = "v=" + self._version
+            elif not _has_v(url[query_start:end]):
+                tail = "&v=" + self._version
         return Plan(drop, end, tail)
 
     def rewrite(self, url: str) -> str | None:
