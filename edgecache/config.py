@@ -226,16 +226,11 @@ class Settings:
                     version=self.cdn_version,
                 )
             except ValueError as exc:
-                raise ConfigError(f"cdn_origin: {exc}") from None
-        elif self.cdn_public_hosts or self.cdn_version is not None or self.cdn_asset_max_age is not None:
-            name = (
-                "cdn_public_hosts"
-                if self.cdn_public_hosts
-                else "cdn_version"
-                if self.cdn_version is not None
-                else "cdn_asset_max_age"
-            )
-            raise ConfigError(f"{name}: needs cdn_origin and cdn_paths")
+                raise ConfigError(f"{_cdn_option(str(exc))}: {exc}") from None
+        else:
+            for name in ("cdn_public_hosts", "cdn_version", "cdn_asset_max_age"):
+                if getattr(self, name) not in ((), None):
+                    raise ConfigError(f"{name}: needs cdn_origin and cdn_paths")
         if self.cdn_purge_timeout <= 0:
             raise ConfigError("cdn_purge_timeout: must be greater than 0")
         provider = self.cdn_purge_provider
@@ -260,6 +255,18 @@ class Settings:
 
 
 PURGE_PROVIDERS = ("fastly", "cloudflare")
+
+
+def _cdn_option(message: str) -> str:
+    """The option a ``CdnConfig`` error is about (its messages start with what they check)."""
+    for start, name in (
+        ("cdn path", "cdn_paths"),
+        ("public host", "cdn_public_hosts"),
+        ("cdn version", "cdn_version"),
+    ):
+        if message.startswith(start):
+            return name
+    return "cdn_origin"
 
 
 def parse_optional_lower(value: object) -> str | None:

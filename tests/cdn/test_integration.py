@@ -389,6 +389,11 @@ FASTLY_WITH_ZONE = {"cdn_purge_provider": "fastly", "cdn_purge_service": "s", "c
         ({"cdn_origin": "ftp://cdn.example.com", "cdn_paths": "/static/"}, "cdn_origin"),
         ({"cdn_origin": CDN, "cdn_paths": "static/"}, "cdn_paths"),
         ({"cdn_origin": CDN, "cdn_paths": "//evil.example/"}, "cdn_paths"),
+        ({"cdn_origin": CDN, "cdn_paths": "/static/../private/"}, "cdn_paths"),
+        (
+            {"cdn_origin": CDN, "cdn_paths": "/static/", "cdn_public_hosts": "cdn.example.com"},
+            "cdn_public_hosts",
+        ),
         ({"cdn_version": "3"}, "cdn_version"),
         ({"cdn_asset_max_age": 60}, "cdn_asset_max_age"),
         ({"cdn_public_hosts": "https://www.example.com/"}, "cdn_public_hosts"),
