@@ -190,7 +190,7 @@ def run_purge(args: argparse.Namespace) -> int:
         print("edgecache purge: warning: no node is subscribed to that channel", file=sys.stderr)
     if purger is not None and inv.tags:
         # The command originated this purge: it asks the CDN (the nodes that apply it don't).
-        if not asyncio.run(_purge_at_cdn(purger, inv.tags)):
+        if not asyncio.run(_purge_at_cdn(purger, inv.tags, inv.soft)):
             print(f"edgecache purge: the {purger.provider} purge failed (see the log above)", file=sys.stderr)
             return 3
         print(f"purged {len(inv.tags)} tag(s) at {purger.provider}")
@@ -213,10 +213,10 @@ def _cdn_purger(parser: argparse.ArgumentParser) -> CdnPurger | None:
     return cdn_purger(settings, CacheStats())
 
 
-async def _purge_at_cdn(purger: CdnPurger, tags: Sequence[str]) -> bool:
+async def _purge_at_cdn(purger: CdnPurger, tags: Sequence[str], soft: bool) -> bool:
     logging.basicConfig(format="edgecache purge: %(message)s")  # the purger logs why a call failed
     try:
-        return await purger.purge(tags)
+        return await purger.purge(tags, soft=soft)
     finally:
         await purger.aclose()
 

@@ -237,7 +237,7 @@ class Cache:
             await self.shared.publish(invalidation)
         if self.cdn_purger is not None:
             # This node originated the purge: it alone asks the CDN (nodes applying it from the bus don't).
-            self.cdn_purger.schedule(invalidation.tags)
+            self.cdn_purger.schedule(invalidation.tags, soft=invalidation.soft)
         return count
 
     async def apply_invalidation(self, invalidation: Invalidation, *, shared: bool) -> int:

@@ -58,34 +58,38 @@ class CdnPurger:
     def __repr__(self) -> str:  # never the token
         return f"CdnPurger({self.provider!r}, {self.target!r})"
 
-    def schedule(self, tags: Iterable[str]) -> None:
+    def schedule(self, tags: Iterable[str], *, soft: bool = False) -> None:
         """Purge ``tags`` in the background (the caller does not wait for the provider)."""
         unique = sorted(set(tags))
         if not unique:
             return
-        task = asyncio.get_running_loop().create_task(self.purge(unique))
+        task = asyncio.get_running_loop().create_task(self.purge(unique, soft=soft))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def purge(self, tags: Sequence[str]) -> bool:
-        """Purge ``tags`` now, in calls of the provider's batch size; True when every call succeeded."""
+    async def purge(self, tags: Sequence[str], *, soft: bool = False) -> bool:
+        """Purge ``tags`` now, in calls of the provider's batch size; True when every call succeeded.
+
+        ``soft`` marks them stale at Fastly (``Fastly-Soft-Purge: 1``) instead of removing them; Cloudflare
+        has no soft purge, so its tags are purged either way."""
         size = FASTLY_BATCH if self.provider == "fastly" else CLOUDFLARE_BATCH
         ok = True
         for batch in batches(list(tags), size):
-            ok = await self._call(batch) and ok
+            ok = await self._call(batch, soft) and ok
         return ok
 
-    async def _call(self, tags: list[str]) -> bool:
+    async def _call(self, tags: list[str], soft: bool) -> bool:
         client = self._http()
         if self.provider == "fastly":
+            headers = {
+                "Fastly-Key": self._token,
+                "Surrogate-Key": " ".join(tags),
+                "Accept": "application/json",
+            }
+            if soft:
+                headers["Fastly-Soft-Purge"] = "1"
             request = client.build_request(
-                "POST",
-                f"{FASTLY_API}/service/{self.target}/purge",
-                headers={
-                    "Fastly-Key": self._token,
-                    "Surrogate-Key": " ".join(tags),
-                    "Accept": "application/json",
-                },
+                "POST", f"{FASTLY_API}/service/{self.target}/purge", headers=headers
             )
         else:
             request = client.build_request(

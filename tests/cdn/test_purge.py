@@ -60,6 +60,22 @@ async def test_fastly_purges_surrogate_keys_with_its_key(mock: respx.MockRouter)
     await purger.aclose()
 
 
+async def test_a_soft_purge_is_a_fastly_soft_purge(
+    mock: respx.MockRouter, make_cache: Callable[..., Cache]
+) -> None:
+    route = mock.post(FASTLY_URL).mock(return_value=httpx.Response(200, json={}))
+    cache = make_cache(**FASTLY)
+    await cache.invalidate(tags=["a"], soft=True)
+    await cache.invalidate(tags=["b"])
+    assert cache.cdn_purger is not None
+    await cache.cdn_purger.drain()
+    soft = {
+        call.request.headers["surrogate-key"]: call.request.headers.get("fastly-soft-purge")
+        for call in route.calls
+    }
+    assert soft == {"a": "1", "b": None}
+
+
 async def test_fastly_batches_256_keys_per_call(mock: respx.MockRouter) -> None:
     route = mock.post(FASTLY_URL).mock(return_value=httpx.Response(200, json={}))
     purger = CdnPurger("fastly", "svc-1", "k")
