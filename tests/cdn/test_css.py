@@ -35,7 +35,8 @@ def css(text: str, rewriter: AssetRewriter = R) -> str | None:
         pytest.param('@IMPORT/**/"/static/a.css";', f'@IMPORT/**/"{CDN}/static/a.css";', id="import-comment"),
         pytest.param(
             "@font-face{src:url(/static/f.woff2) format('woff2'),url(/static/f.woff) format('woff')}",
-            f"@font-face{{src:url({CDN}/static/f.woff2) format('woff2'),url({CDN}/static/f.woff) format('woff')}}",
+            f"@font-face{{src:url({CDN}/static/f.woff2) format('woff2'),"
+            f"url({CDN}/static/f.woff) format('woff')}}",
             id="font-face",
         ),
         pytest.param(

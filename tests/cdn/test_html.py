@@ -34,7 +34,8 @@ def html(text: str, rewriter: AssetRewriter = R) -> str | None:
             id="stylesheet",
         ),
         pytest.param(
-            '<link rel=preload as=image href="/static/hero.jpg" imagesrcset="/static/h-1.jpg 1x, /static/h-2.jpg 2x">',
+            '<link rel=preload as=image href="/static/hero.jpg"'
+            ' imagesrcset="/static/h-1.jpg 1x, /static/h-2.jpg 2x">',
             f'<link rel=preload as=image href="{CDN}/static/hero.jpg"'
             f' imagesrcset="{CDN}/static/h-1.jpg 1x, {CDN}/static/h-2.jpg 2x">',
             id="preload-imagesrcset",
@@ -46,7 +47,8 @@ def html(text: str, rewriter: AssetRewriter = R) -> str | None:
         ),
         pytest.param(
             '<video poster="/static/p.jpg" src="/static/v.mp4"><track src="/static/t.vtt"></video>',
-            f'<video poster="{CDN}/static/p.jpg" src="{CDN}/static/v.mp4"><track src="{CDN}/static/t.vtt"></video>',
+            f'<video poster="{CDN}/static/p.jpg" src="{CDN}/static/v.mp4">'
+            f'<track src="{CDN}/static/t.vtt"></video>',
             id="media",
         ),
         pytest.param(
@@ -145,8 +147,10 @@ def html(text: str, rewriter: AssetRewriter = R) -> str | None:
             id="og-image-content-first",
         ),
         pytest.param(
-            '<meta name="twitter:image" content="/static/t.png"><meta itemprop="image" content="/static/i.png">',
-            f'<meta name="twitter:image" content="{CDN}/static/t.png"><meta itemprop="image" content="{CDN}/static/i.png">',
+            '<meta name="twitter:image" content="/static/t.png">'
+            '<meta itemprop="image" content="/static/i.png">',
+            f'<meta name="twitter:image" content="{CDN}/static/t.png">'
+            f'<meta itemprop="image" content="{CDN}/static/i.png">',
             id="twitter-and-itemprop-image",
         ),
         pytest.param(

@@ -21,13 +21,15 @@ R = AssetRewriter(CdnConfig(CDN, ("/static/",), ("www.example.com",), version="7
         pytest.param(
             '</static/a.js>; rel="modulepreload", </api>; rel=preconnect, <https://www.example.com/static/f.woff2>;'
             " rel=preload; as=font; crossorigin",
-            f'<{CDN}/static/a.js?v=7>; rel="modulepreload", </api>; rel=preconnect, <{CDN}/static/f.woff2?v=7>;'
+            f'<{CDN}/static/a.js?v=7>; rel="modulepreload", </api>; rel=preconnect,'
+            f" <{CDN}/static/f.woff2?v=7>;"
             " rel=preload; as=font; crossorigin",
             id="several",
         ),
         pytest.param(
             '</static/a.png>; rel=preload; title="a, </static/b.png>", </static/c.png>; rel=preload',
-            f'<{CDN}/static/a.png?v=7>; rel=preload; title="a, </static/b.png>", <{CDN}/static/c.png?v=7>; rel=preload',
+            f'<{CDN}/static/a.png?v=7>; rel=preload; title="a, </static/b.png>",'
+            f" <{CDN}/static/c.png?v=7>; rel=preload",
             id="quoted-parameter-with-comma-and-brackets",
         ),
         pytest.param(
