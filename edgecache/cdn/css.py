@@ -19,6 +19,8 @@ from .urls import Plan, UrlMatcher
 _WS = r"[ \t\n\r\f]"
 _DQ_BODY = r'(?:[^"\\\n\r\f]++|\\.|\\\r\n)*+'
 _SQ_BODY = r"(?:[^'\\\n\r\f]++|\\.|\\\r\n)*+"
+# An escape in an unquoted url(): hex digits take one whitespace character with them.
+_ESCAPED = r"\\[0-9A-Fa-f]{1,6}(?:\r\n|[ \t\n\r\f])?|\\[^\n\r\f0-9A-Fa-f]"
 # Whitespace and comments between ``@import`` and its string.
 _IMPORT_GAP = rf"(?:{_WS}|/\*.*?\*/)*+"
 # Everything that holds no URL, consumed at C speed from where the last match ended: other characters,
@@ -44,7 +46,7 @@ _NEXT = re.compile(
       | [Uu][Rr][Ll]\({_WS}*+
         (?:
             (?:"(?P<qdq>{_DQ_BODY})"|'(?P<qsq>{_SQ_BODY})'){_WS}*+\)
-          | (?P<raw>(?:[^"'()\\ \t\n\r\f\x00-\x08\x0b\x0e-\x1f\x7f]++|\\[^\n\r\f])*+){_WS}*+\)
+          | (?P<raw>(?:[^"'()\\ \t\n\r\f\x00-\x08\x0b\x0e-\x1f\x7f]++|{_ESCAPED})*+){_WS}*+\)
         )?
     )""",
     re.S | re.X,

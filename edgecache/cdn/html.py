@@ -87,6 +87,7 @@ _NO_HREF_TAGS = frozenset({"base", "use"})
 _META_IMAGE = re.compile(r"(?:.*:)?image(?::(?:url|secure_url|src))?", re.I)
 _CHARREF = re.compile(r"&(?:#[xX]([0-9A-Fa-f]+);?|#([0-9]+);?|([A-Za-z][A-Za-z0-9]*)(;?))")
 _NEEDS_QUOTES = re.compile(r"[\t\n\f\r \"'=<>`]")
+_ENDS_UNQUOTED = frozenset("\t\n\f\r >")
 _HTML_WS = "\t\n\f\r "
 # One srcset candidate: separators, the URL (no whitespace; trailing commas end it), then its descriptors up
 # to a comma outside parentheses.
@@ -275,7 +276,7 @@ class HtmlRewriter:
                 continue
             if new is not None:
                 vstart, vend = m.span(group)
-                edits.append((vstart, vend, _requote(new, quote) if not quote else new))
+                edits.append((vstart, vend, new if quote else _requote(new, raw)))
         return edits
 
     def _rewrite_meta(self, text: str, start: int, end: int) -> list[tuple[int, int, str]]:
@@ -306,7 +307,7 @@ class HtmlRewriter:
             return []
         cstart, cend, raw, quote = content
         new = self._url_value(raw, quote)
-        return [] if new is None else [(cstart, cend, _requote(new, quote))]
+        return [] if new is None else [(cstart, cend, new if quote else _requote(new, raw))]
 
     def rewrite(self, text: str) -> str | None:
         """``text`` with its asset URLs on the CDN, or ``None`` when nothing changed."""
@@ -358,8 +359,12 @@ def _encode_attr(value: str, quote: str) -> str:
     return _NON_ASCII.sub(lambda m: f"&#x{ord(m.group()):X};", value)
 
 
-def _requote(new: str, quote: str) -> str:
-    """An unquoted value that now needs quotes gets double quotes (``&`` and ``"`` already encoded)."""
-    if quote or not (new == "" or _NEEDS_QUOTES.search(new)):
+def _requote(new: str, raw: str) -> str:
+    """An unquoted value gets double quotes if the new text would end it (whitespace, ``>``) or holds a
+    character that is a parse error there and that the author's value did not already hold."""
+    needed = set(_NEEDS_QUOTES.findall(new))
+    if not needed and new:
+        return new
+    if new and needed <= set(raw) and not (needed & _ENDS_UNQUOTED):
         return new
     return '"' + new.replace('"', "&quot;") + '"'
