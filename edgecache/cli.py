@@ -354,10 +354,10 @@ def add_cdn_flags(parser: argparse.ArgumentParser) -> None:
     add = group.add_argument
     add("--cdn-origin", metavar="URL", help="base URL of the CDN, e.g. https://cdn.example.com "
         "(default: none, rewriting off; $EDGECACHE_CDN_ORIGIN)")  # fmt: skip
-    add("--cdn-path", dest="cdn_paths", action="append", metavar="PREFIX",
+    add("--cdn-path", "--cdn-paths", dest="cdn_paths", action="append", metavar="PREFIX",
         help="a path prefix that is an asset, e.g. /static/; repeatable "
         "($EDGECACHE_CDN_PATHS, comma-separated)")  # fmt: skip
-    add("--cdn-public-host", dest="cdn_public_hosts", action="append", metavar="HOST",
+    add("--cdn-public-host", "--cdn-public-hosts", dest="cdn_public_hosts", action="append", metavar="HOST",
         help="the app's own public host: absolute asset URLs on it are rewritten too; repeatable "
         "(default: none; $EDGECACHE_CDN_PUBLIC_HOSTS, comma-separated)")  # fmt: skip
     add("--cdn-version", metavar="TOKEN", help="version parameter appended to rewritten asset URLs "
