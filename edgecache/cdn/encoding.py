@@ -35,6 +35,8 @@ def _optional(name: str) -> Any:
 
 
 _brotli = _optional("brotli")
+if _brotli is not None and not hasattr(_brotli.Decompressor, "can_accept_more_data"):  # pragma: no cover
+    _brotli = None  # brotli < 1.2 cannot bound its output: br bodies pass through rather than risk a bomb
 _zstd = _optional("zstandard")
 
 
