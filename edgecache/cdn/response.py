@@ -7,7 +7,8 @@ body to store and send, with a short token saying what happened (the counter lab
   derived weak one (``W/"<opaque>~cdn<fingerprint>"``), digests of the old body dropped.
 - ``unchanged``: nothing to rewrite in the body (``Link`` may still have changed).
 - ``too-large``, ``encoding``, ``decode-error``: the body passed untouched (above the size cap, in a
-  content coding not available here or stacked, or not valid in its coding).
+  content coding not available here or stacked, or not valid in its coding); ``error``: the rewriter
+  raised (logged), the body passed untouched.
 
 The derived validator carries the original one, so the cache revalidates upstream with the original
 (``original_etag``) and presents the derived one to clients: the app never sees a validator it did not mint.
@@ -18,6 +19,7 @@ rewriter) never validates a body rewritten under the old one.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 from edgecache.cdn import AssetRewriter, CdnConfig
@@ -27,8 +29,10 @@ __all__ = ["RESULTS", "CdnResponses", "RawHeaders", "Rewrite"]
 
 RawHeaders = list[tuple[bytes, bytes]]
 
+logger = logging.getLogger("edgecache.cdn")
+
 # Every token ``CdnResponses`` counts under, in a stable order (for metrics).
-RESULTS = ("rewritten", "unchanged", "too-large", "encoding", "decode-error", "streaming")
+RESULTS = ("rewritten", "unchanged", "too-large", "encoding", "decode-error", "streaming", "error")
 
 # Statuses whose body is never a whole representation to rewrite.
 _NO_BODY_STATUSES = frozenset({204, 206, 304})
@@ -104,7 +108,12 @@ class CdnResponses:
             return Rewrite(headers, body, "too-large")
         except CodingError:
             return Rewrite(headers, body, "decode-error")
-        new = self.rewriter.rewrite_body(media_type, decoded, charset)
+        try:
+            new = self.rewriter.rewrite_body(media_type, decoded, charset)
+        except Exception:
+            # A rewriter bug must never cost a response: the body goes out as the app sent it.
+            logger.exception("edgecache: CDN rewrite failed; the body passes untouched")
+            return Rewrite(headers, body, "error")
         if new is None or new == decoded:
             return Rewrite(headers, body, "unchanged")
         encoded = encode(coding, new)

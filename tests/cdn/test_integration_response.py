@@ -109,3 +109,18 @@ def test_gzip_reencoding_is_stable() -> None:
     body = gzip.compress(b'<img src="/static/a.png">')
     headers = [*HTML, (b"content-encoding", b"gzip")]
     assert responses().rewrite(200, headers, body).body == responses().rewrite(200, headers, body).body
+
+
+class Broken(AssetRewriter):
+    def rewrite_body(self, media_type: str, body: bytes, charset: str | None = None) -> bytes | None:
+        raise RuntimeError("a rewriter bug")
+
+
+def test_a_failing_rewriter_never_costs_the_response(caplog: pytest.LogCaptureFixture) -> None:
+    r = responses()
+    r.rewriter = Broken(CONFIG)
+    body = gzip.compress(b'<img src="/static/a.png">')
+    headers = [*HTML, (b"content-encoding", b"gzip"), (b"etag", b'"v1"')]
+    done = r.rewrite(200, headers, body)
+    assert (done.result, done.body, done.headers) == ("error", body, headers)
+    assert "CDN rewrite failed" in caplog.text
