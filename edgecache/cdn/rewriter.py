@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from .css import rewrite_css
 from .html import HtmlRewriter
 from .jsontext import rewrite_json
 from .link import rewrite_link
 from .urls import CdnConfig, UrlMatcher
 
+_CHARSET_PARAM = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.I)
 _HTML = frozenset({"text/html", "application/xhtml+xml"})
 _CSS = frozenset({"text/css"})
 
@@ -65,10 +68,15 @@ class AssetRewriter:
 
     def rewrite_body(self, media_type: str, body: bytes, charset: str | None = None) -> bytes | None:
         """The rewritten body (in the same charset), or ``None`` when nothing changed, the type is not handled
-        or ``charset`` (default UTF-8) is unknown."""
+        or the charset is unknown. The charset is ``charset``, else the ``charset`` parameter of
+        ``media_type``, else UTF-8."""
         kind = _kind(media_type)
         if kind is None or not body:
             return None
+        if charset is None:
+            m = _CHARSET_PARAM.search(media_type)
+            if m is not None:
+                charset = m.group(1)
         decoded = _decode(body, charset)
         if decoded is None:
             return None

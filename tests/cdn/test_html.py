@@ -279,3 +279,11 @@ def test_unknown_charset_is_left_alone() -> None:
 def test_unhandled_type_is_left_alone() -> None:
     assert R.rewrite_body("text/plain", b'<img src="/static/a.png">') is None
     assert R.rewrite_body("text/html", b"") is None
+
+
+def test_charset_from_the_media_type() -> None:
+    body = '<p>\u00e9</p><img src="/static/a.png">'.encode("latin-1")
+    out = R.rewrite_body('text/html; Charset="ISO-8859-1"', body)
+    assert out == f'<p>\u00e9</p><img src="{CDN}/static/a.png">'.encode("latin-1")
+    # an explicit charset wins over the parameter
+    assert R.rewrite_body("text/html; charset=utf-16", body, "latin-1") == out
