@@ -57,14 +57,21 @@ _BORING = rf"""
       | (?!{_RAW}[{_WS}/>])[A-Za-z][^{_WS}/>]*+{_BORING_ATTRS}(?:>|\Z)
       | (?![A-Za-z/!?])
     )"""
+
+
 # From where the last match ended: everything boring (skipped inside the pattern, at C speed), then the next
 # start tag that needs a look: ``name``, ``attrs``, ``end`` (``None`` when the document ends inside the tag),
 # and for a raw text element ``rn`` and its contents ``raw`` (up to its end tag). The first attribute that
 # may hold a URL comes with it (``n`` and its value in ``dq``, ``sq`` or ``uq``), and ``more`` is the rest
 # of the attributes when another such attribute follows (most tags have one). Used with ``match``, never
 # ``search``: a search would resume inside a tag after a failed match.
-_NEXT = re.compile(
-    rf"""(?:{_BORING})*+
+def _next_pattern(xml: bool) -> re.Pattern[str]:
+    # In XHTML (XML), ``<script .../>`` is a complete element; in HTML the slash is ignored and the raw
+    # text runs to the end tag.
+    raw_text = rf"(?P<raw>(?>(?:[^<]++|<(?!/(?i:(?P=rn))[{_WS}/>]))*))"
+    contents = rf"(?:(?<=/>)|{raw_text})" if xml else raw_text
+    return re.compile(
+        rf"""(?:{_BORING})*+
     <(?P<name>(?P<rn>{_RAW})(?=[{_WS}/>])|[A-Za-z][^{_WS}/>]*+)
     (?P<attrs>{_BORING_ATTRS}
         (?:(?P<n>{_HIT})(?=[{_WS}/=>])
@@ -73,9 +80,13 @@ _NEXT = re.compile(
             (?P<more>{_ATTRS})
         )?
     )
-    (?:(?P<end>>)(?(rn)(?P<raw>(?>(?:[^<]++|<(?!/(?i:(?P=rn))[{_WS}/>]))*)))|\Z)""",
-    re.S | re.X,
-)
+    (?:(?P<end>>)(?(rn){contents})|\Z)""",
+        re.S | re.X,
+    )
+
+
+_NEXT = _next_pattern(xml=False)
+_NEXT_XML = _next_pattern(xml=True)
 # The next attribute that may hold a URL, skipping the others (anchored: ``match`` from the last one's end).
 _HIT_ATTR = re.compile(
     rf"""(?>(?:[{_WS}/]++|(?!(?:{_HIT})(?=[{_WS}/=>]))[^{_WS}/>][^{_WS}/=>]*+(?:{_VALUE})?+)*)
@@ -179,11 +190,13 @@ def _escape_attr(value: str, quote: str) -> str:
 
 
 class HtmlRewriter:
-    __slots__ = ("_matcher", "_origin")
+    __slots__ = ("_matcher", "_next", "_origin")
 
-    def __init__(self, matcher: UrlMatcher) -> None:
+    def __init__(self, matcher: UrlMatcher, *, xml: bool = False) -> None:
+        """``xml``: the page is XHTML (``application/xhtml+xml``), where ``<script/>`` has no contents."""
         self._matcher = matcher
         self._origin = matcher.origin
+        self._next = _NEXT_XML if xml else _NEXT
 
     # -- attribute values ------------------------------------------------------------------------------------
     def _url_value(self, raw: str, quote: str) -> str | None:
@@ -316,7 +329,7 @@ class HtmlRewriter:
         out: list[str] = []
         last = 0
         pos = 0
-        match = _NEXT.match
+        match = self._next.match
         new_value = self._new_value
         while True:
             m = match(text, pos)

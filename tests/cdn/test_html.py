@@ -287,3 +287,11 @@ def test_charset_from_the_media_type() -> None:
     assert out == f'<p>\u00e9</p><img src="{CDN}/static/a.png">'.encode("latin-1")
     # an explicit charset wins over the parameter
     assert R.rewrite_body("text/html; charset=utf-16", body, "latin-1") == out
+
+
+def test_self_closed_script_ends_only_in_xhtml() -> None:
+    page = '<script src="/static/a.js"/><img src="/static/b.png"></script>'
+    xhtml = R.rewrite_body("application/xhtml+xml", page.encode())
+    assert xhtml == f'<script src="{CDN}/static/a.js"/><img src="{CDN}/static/b.png"></script>'.encode()
+    # in HTML the slash is ignored: the img is script text
+    assert html(page) == f'<script src="{CDN}/static/a.js"/><img src="/static/b.png"></script>'
