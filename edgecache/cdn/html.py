@@ -14,8 +14,8 @@ relative URLs resolve, and ``<use>``, since browsers refuse cross-origin SVG ``<
 ``:src``), ``url(…)`` in ``style`` attributes and ``<style>`` blocks.
 
 Left alone: the contents of ``<script>``, ``<textarea>``, ``<title>``, ``<xmp>``, ``<iframe>``, ``<noembed>``,
-``<noframes>`` and ``<plaintext>`` (raw text; a ``<script>`` ends at the first ``</script``, without the
-rarely used "double escaped" rule, which can only make us skip less than a browser would); comments, bogus
+``<noframes>`` and ``<plaintext>`` (raw text; a ``<script>`` ends where browsers end it, also when it holds
+``<!-- <script>…</script> -->``); comments, bogus
 comments, doctypes and ``<![CDATA[…]]>`` sections (read up to ``]]>`` everywhere, which is at least as
 much as a browser skips); a tag left unterminated at the end of the document (browsers drop it).
 ``<noscript>`` contents are markup for clients without scripts and are rewritten.
@@ -165,6 +165,34 @@ def _unescape_attr(value: str) -> str:
         last = m.end()
     out.append(value[last:])
     return "".join(out)
+
+
+_SCRIPT_DATA = re.compile(r"<!--|</(?i:script)(?=[\t\n\f\r />])")
+_SCRIPT_ESCAPED = re.compile(r"-->|</(?i:script)(?=[\t\n\f\r />])|<(?i:script)(?=[\t\n\f\r />])")
+_SCRIPT_DOUBLE = re.compile(r"-->|</(?i:script)(?=[\t\n\f\r />])")
+
+
+def _script_end(text: str, pos: int) -> int:
+    """Where a script's contents starting at ``pos`` end, by the HTML Standard's script data states: after
+    ``<!--``, a ``<script`` makes the next ``</script`` part of the script ("double escaped"), until
+    ``-->``."""
+    state = _SCRIPT_DATA
+    while True:
+        m = state.search(text, pos)
+        if m is None:
+            return len(text)
+        token = m.group()
+        if token == "<!--":
+            # ``-->`` may share the dashes of ``<!--`` (``<!-->``), so look again from the dashes
+            state, pos = _SCRIPT_ESCAPED, m.start() + 2
+        elif token == "-->":
+            state, pos = _SCRIPT_DATA, m.end()
+        elif token[1] == "/":  # an end tag
+            if state is not _SCRIPT_DOUBLE:
+                return m.start()
+            state, pos = _SCRIPT_ESCAPED, m.end()
+        else:  # ``<script`` while escaped
+            state, pos = _SCRIPT_DOUBLE, m.end()
 
 
 def _value_of(m: re.Match[str]) -> tuple[str, str, str] | None:
@@ -380,6 +408,9 @@ class HtmlRewriter:
                         out.append(text[last:start])
                         out.append(css)
                         last = end
+                elif rn == "script" and "<!--" in text[m.start("raw") : m.end("raw")]:
+                    # an escaped script (``<!-- <script>…</script> -->``) may run past its first end tag
+                    pos = max(pos, _script_end(text, m.start("raw")))
                 elif rn == "plaintext":  # nothing after it is markup
                     break
         if not out:

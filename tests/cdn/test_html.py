@@ -295,3 +295,18 @@ def test_self_closed_script_ends_only_in_xhtml() -> None:
     assert xhtml == f'<script src="{CDN}/static/a.js"/><img src="{CDN}/static/b.png"></script>'.encode()
     # in HTML the slash is ignored: the img is script text
     assert html(page) == f'<script src="{CDN}/static/a.js"/><img src="/static/b.png"></script>'
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "<script><!-- a --></script>",
+        "<script><!--></script>",
+        "<script><!-- <scripts> </script>",
+        "<script><!-- <script>x</script> --></script>",
+        "<script><!-- <script>x</script></script>",
+    ],
+)
+def test_script_ends_where_browsers_end_it(script: str) -> None:
+    source = script + '<img src="/static/a.png">'
+    assert html(source) == script + f'<img src="{CDN}/static/a.png">'
