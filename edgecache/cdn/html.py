@@ -14,8 +14,8 @@ relative URLs resolve, and ``<use>``, since browsers refuse cross-origin SVG ``<
 ``:src``), ``url(…)`` in ``style`` attributes and ``<style>`` blocks.
 
 Left alone: the contents of ``<script>``, ``<textarea>``, ``<title>``, ``<xmp>``, ``<iframe>``, ``<noembed>``,
-``<noframes>`` and ``<plaintext>`` (raw text; a ``<script>`` ends at the first ``</script``, without the
-rarely used "double escaped" rule, which can only make us skip less than a browser would); comments, bogus
+``<noframes>`` and ``<plaintext>`` (raw text; a ``<script>`` ends where browsers end it, also when it holds
+``<!-- <script>…</script> -->``); comments, bogus
 comments, doctypes and ``<![CDATA[…]]>`` sections (read up to ``]]>`` everywhere, which is at least as
 much as a browser skips); a tag left unterminated at the end of the document (browsers drop it).
 ``<noscript>`` contents are markup for clients without scripts and are rewritten.
@@ -43,6 +43,8 @@ _ATTRS = rf"(?:[{_WS}/]++|[^{_WS}/>][^{_WS}/=>]*+(?:{_VALUE})?+)*+"
 _HIT = r"(?i:s(?:rc(?:set)?|tyle)|href|poster|content|data-src(?:set)?|imagesrcset|xlink:href)"
 # Elements whose contents are raw text (not markup) for the tokenizer.
 _RAW = "(?i:script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext)"
+# Attributes none of which may hold a URL.
+_BORING_ATTRS = rf"(?:[{_WS}/]++|(?!{_HIT}[{_WS}/=>])[^{_WS}/>][^{_WS}/=>]*+(?:{_VALUE})?+)*+"
 # Everything that needs no work: text, comments, CDATA, doctypes, end tags, and start tags of ordinary
 # elements without an attribute that could hold a URL. A ``<`` that starts no tag is text.
 _BORING = rf"""
@@ -52,21 +54,39 @@ _BORING = rf"""
       | !\[CDATA\[.*?(?:\]\]>|\Z)
       | [!?][^>]*+(?:>|\Z)
       | /(?:[A-Za-z][^{_WS}/>]*+{_ATTRS}(?:>|\Z)|[^>]*+(?:>|\Z))
-      | (?!{_RAW}[{_WS}/>])[A-Za-z][^{_WS}/>]*+
-        (?:[{_WS}/]++|(?!{_HIT}[{_WS}/=>])[^{_WS}/>][^{_WS}/=>]*+(?:{_VALUE})?+)*+(?:>|\Z)
+      | (?!{_RAW}[{_WS}/>])[A-Za-z][^{_WS}/>]*+{_BORING_ATTRS}(?:>|\Z)
       | (?![A-Za-z/!?])
     )"""
+
+
 # From where the last match ended: everything boring (skipped inside the pattern, at C speed), then the next
 # start tag that needs a look: ``name``, ``attrs``, ``end`` (``None`` when the document ends inside the tag),
-# and for a raw text element ``rn`` and its contents ``raw`` (up to its end tag). Used with ``match``, never
+# and for a raw text element ``rn`` and its contents ``raw`` (up to its end tag). The first attribute that
+# may hold a URL comes with it (``n`` and its value in ``dq``, ``sq`` or ``uq``), and ``more`` is the rest
+# of the attributes when another such attribute follows (most tags have one). Used with ``match``, never
 # ``search``: a search would resume inside a tag after a failed match.
-_NEXT = re.compile(
-    rf"""(?:{_BORING})*+
+def _next_pattern(xml: bool) -> re.Pattern[str]:
+    # In XHTML (XML), ``<script .../>`` is a complete element; in HTML the slash is ignored and the raw
+    # text runs to the end tag.
+    raw_text = rf"(?P<raw>(?>(?:[^<]++|<(?!/(?i:(?P=rn))[{_WS}/>]))*))"
+    contents = rf"(?:(?<=/>)|{raw_text})" if xml else raw_text
+    return re.compile(
+        rf"""(?:{_BORING})*+
     <(?P<name>(?P<rn>{_RAW})(?=[{_WS}/>])|[A-Za-z][^{_WS}/>]*+)
-    (?P<attrs>{_ATTRS})
-    (?:(?P<end>>)(?(rn)(?P<raw>(?>(?:[^<]++|<(?!/(?i:(?P=rn))[{_WS}/>]))*)))|\Z)""",
-    re.S | re.X,
-)
+    (?P<attrs>{_BORING_ATTRS}
+        (?:(?P<n>{_HIT})(?=[{_WS}/=>])
+            (?>(?:[{_WS}]*+=[{_WS}]*+(?:"(?P<dq>[^"]*+)"|'(?P<sq>[^']*+)'|(?P<uq>[^{_WS}>]*+)))?)
+            {_BORING_ATTRS}
+            (?P<more>{_ATTRS})
+        )?
+    )
+    (?:(?P<end>>)(?(rn){contents})|\Z)""",
+        re.S | re.X,
+    )
+
+
+_NEXT = _next_pattern(xml=False)
+_NEXT_XML = _next_pattern(xml=True)
 # The next attribute that may hold a URL, skipping the others (anchored: ``match`` from the last one's end).
 _HIT_ATTR = re.compile(
     rf"""(?>(?:[{_WS}/]++|(?!(?:{_HIT})(?=[{_WS}/=>]))[^{_WS}/>][^{_WS}/=>]*+(?:{_VALUE})?+)*)
@@ -80,9 +100,19 @@ _ATTR = re.compile(
     rf"""(?>(?:[{_WS}]*+=[{_WS}]*+(?:"(?P<dq>[^"]*+)"|'(?P<sq>[^']*+)'|(?P<uq>[^{_WS}>]*+)))?)"""
 )
 _RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes"})
-_URL_ATTRS = frozenset({"src", "href", "xlink:href", "poster", "data-src"})
-_SRCSET_ATTRS = frozenset({"srcset", "imagesrcset", "data-srcset"})
-_HREF_ATTRS = frozenset({"href", "xlink:href"})
+# What each attribute holds: one URL (``_HREF``: one URL, except on <base> and <use>), a srcset, CSS.
+_URL, _HREF, _SRCSET, _STYLE = 0, 1, 2, 3
+_KIND = {
+    "src": _URL,
+    "poster": _URL,
+    "data-src": _URL,
+    "href": _HREF,
+    "xlink:href": _HREF,
+    "srcset": _SRCSET,
+    "imagesrcset": _SRCSET,
+    "data-srcset": _SRCSET,
+    "style": _STYLE,
+}
 _NO_HREF_TAGS = frozenset({"base", "use"})
 _META_IMAGE = re.compile(r"(?:.*:)?image(?::(?:url|secure_url|src))?", re.I)
 _CHARREF = re.compile(r"&(?:#[xX]([0-9A-Fa-f]+);?|#([0-9]+);?|([A-Za-z][A-Za-z0-9]*)(;?))")
@@ -137,6 +167,34 @@ def _unescape_attr(value: str) -> str:
     return "".join(out)
 
 
+_SCRIPT_DATA = re.compile(r"<!--|</(?i:script)(?=[\t\n\f\r />])")
+_SCRIPT_ESCAPED = re.compile(r"-->|</(?i:script)(?=[\t\n\f\r />])|<(?i:script)(?=[\t\n\f\r />])")
+_SCRIPT_DOUBLE = re.compile(r"-->|</(?i:script)(?=[\t\n\f\r />])")
+
+
+def _script_end(text: str, pos: int) -> int:
+    """Where a script's contents starting at ``pos`` end, by the HTML Standard's script data states: after
+    ``<!--``, a ``<script`` makes the next ``</script`` part of the script ("double escaped"), until
+    ``-->``."""
+    state = _SCRIPT_DATA
+    while True:
+        m = state.search(text, pos)
+        if m is None:
+            return len(text)
+        token = m.group()
+        if token == "<!--":
+            # ``-->`` may share the dashes of ``<!--`` (``<!-->``), so look again from the dashes
+            state, pos = _SCRIPT_ESCAPED, m.start() + 2
+        elif token == "-->":
+            state, pos = _SCRIPT_DATA, m.end()
+        elif token[1] == "/":  # an end tag
+            if state is not _SCRIPT_DOUBLE:
+                return m.start()
+            state, pos = _SCRIPT_ESCAPED, m.end()
+        else:  # ``<script`` while escaped
+            state, pos = _SCRIPT_DOUBLE, m.end()
+
+
 def _value_of(m: re.Match[str]) -> tuple[str, str, str] | None:
     """``(raw value, quote, group name)`` of an attribute match; ``None`` for an attribute without a value."""
     dq, sq, uq = m.group("dq", "sq", "uq")
@@ -160,11 +218,13 @@ def _escape_attr(value: str, quote: str) -> str:
 
 
 class HtmlRewriter:
-    __slots__ = ("_matcher", "_origin")
+    __slots__ = ("_matcher", "_next", "_origin")
 
-    def __init__(self, matcher: UrlMatcher) -> None:
+    def __init__(self, matcher: UrlMatcher, *, xml: bool = False) -> None:
+        """``xml``: the page is XHTML (``application/xhtml+xml``), where ``<script/>`` has no contents."""
         self._matcher = matcher
         self._origin = matcher.origin
+        self._next = _NEXT_XML if xml else _NEXT
 
     # -- attribute values ------------------------------------------------------------------------------------
     def _url_value(self, raw: str, quote: str) -> str | None:
@@ -242,43 +302,6 @@ class HtmlRewriter:
         return _escape_attr(new, quote) if raw is decoded else _encode_attr(new, quote)
 
     # -- tags -----------------------------------------------------------------------------------------------
-    def _rewrite_tag(self, text: str, start: int, end: int, name: str) -> list[tuple[int, int, str]]:
-        """Replacements ``(start, end, new)`` for the attributes in ``text[start:end]`` of a ``name`` tag."""
-        if name == "meta":
-            return self._rewrite_meta(text, start, end)
-        edits: list[tuple[int, int, str]] = []
-        seen: list[str] = []
-        pos = start
-        match = _HIT_ATTR.match
-        no_href = name in _NO_HREF_TAGS
-        while True:
-            m = match(text, pos, end)
-            if m is None:
-                break
-            pos = m.end()
-            attr = m.group("n").lower()
-            if attr in seen:  # a duplicate attribute is ignored by browsers
-                continue
-            seen.append(attr)
-            value = _value_of(m)
-            if value is None:
-                continue
-            raw, quote, group = value
-            if attr in _URL_ATTRS:
-                if no_href and attr in _HREF_ATTRS:
-                    continue
-                new = self._url_value(raw, quote)
-            elif attr in _SRCSET_ATTRS:
-                new = self._srcset_value(raw, quote)
-            elif attr == "style":
-                new = self._style_value(raw, quote)
-            else:
-                continue
-            if new is not None:
-                vstart, vend = m.span(group)
-                edits.append((vstart, vend, new if quote else _requote(new, raw)))
-        return edits
-
     def _rewrite_meta(self, text: str, start: int, end: int) -> list[tuple[int, int, str]]:
         """``content`` of a <meta> whose ``property``, ``name`` or ``itemprop`` names an image."""
         image = False
@@ -309,12 +332,33 @@ class HtmlRewriter:
         new = self._url_value(raw, quote)
         return [] if new is None else [(cstart, cend, new if quote else _requote(new, raw))]
 
+    def _new_value(self, attr: str, raw: str, quote: str, no_href: bool) -> str | None:
+        """The new text of attribute ``attr`` (lower case) written as ``raw``, or ``None``."""
+        kind = _KIND.get(attr)
+        if kind is None or (kind == _HREF and no_href):
+            return None
+        if kind == _SRCSET:
+            return self._srcset_value(raw, quote)
+        if kind == _STYLE:
+            return self._style_value(raw, quote)
+        if raw[:1] in ("/", "h", "H") and raw[-1] > " " and "&" not in raw:
+            # the common value, fast: one URL without character references or surrounding whitespace
+            plan = self._matcher.plan(raw)
+            if plan is None:
+                return None
+            drop, insert_at, tail = plan
+            if tail:
+                tail = _escape_attr(tail, quote)
+            return self._origin + raw[drop:insert_at] + tail + raw[insert_at:]
+        return self._url_value(raw, quote)
+
     def rewrite(self, text: str) -> str | None:
         """``text`` with its asset URLs on the CDN, or ``None`` when nothing changed."""
         out: list[str] = []
         last = 0
         pos = 0
-        match = _NEXT.match
+        match = self._next.match
+        new_value = self._new_value
         while True:
             m = match(text, pos)
             if m is None:
@@ -322,13 +366,38 @@ class HtmlRewriter:
             pos = m.end()
             if m.group("end") is None:  # end of document inside a tag: browsers drop the tag
                 break
-            attrs_start, attrs_end = m.span("attrs")
-            if attrs_end > attrs_start:
+            first = m.group("n")
+            if first is not None:
                 name = m.group("name").lower()
-                for estart, eend, new in self._rewrite_tag(text, attrs_start, attrs_end, name):
-                    out.append(text[last:estart])
-                    out.append(new)
-                    last = eend
+                if name == "meta":
+                    for estart, eend, replacement in self._rewrite_meta(text, *m.span("attrs")):
+                        out.append(text[last:estart])
+                        out.append(replacement)
+                        last = eend
+                else:
+                    no_href = name in _NO_HREF_TAGS
+                    attr = first.lower()
+                    dq, sq, uq = m.group("dq", "sq", "uq")
+                    if dq is not None:
+                        raw, quote, group = dq, '"', "dq"
+                    elif sq is not None:
+                        raw, quote, group = sq, "'", "sq"
+                    else:
+                        raw, quote, group = uq, "", "uq"
+                    new = None if raw is None else new_value(attr, raw, quote, no_href)
+                    if new is not None:
+                        vstart, vend = m.span(group)
+                        out.append(text[last:vstart])
+                        out.append(new if quote else _requote(new, raw))
+                        last = vend
+                    more_start, more_end = m.span("more")
+                    if more_end > more_start:
+                        for vstart, vend, replacement in self._more_attributes(
+                            text, more_start, more_end, attr, no_href
+                        ):
+                            out.append(text[last:vstart])
+                            out.append(replacement)
+                            last = vend
             rn = m.group("rn")
             if rn is not None:
                 rn = rn.lower()
@@ -339,12 +408,41 @@ class HtmlRewriter:
                         out.append(text[last:start])
                         out.append(css)
                         last = end
+                elif rn == "script" and "<!--" in text[m.start("raw") : m.end("raw")]:
+                    # an escaped script (``<!-- <script>…</script> -->``) may run past its first end tag
+                    pos = max(pos, _script_end(text, m.start("raw")))
                 elif rn == "plaintext":  # nothing after it is markup
                     break
         if not out:
             return None
         out.append(text[last:])
         return "".join(out)
+
+    def _more_attributes(
+        self, text: str, start: int, end: int, first: str, no_href: bool
+    ) -> list[tuple[int, int, str]]:
+        """Replacements for the attributes after the first one that may hold a URL (named ``first``)."""
+        edits: list[tuple[int, int, str]] = []
+        seen = [first]
+        pos = start
+        while True:
+            h = _HIT_ATTR.match(text, pos, end)
+            if h is None:
+                break
+            pos = h.end()
+            attr = h.group("n").lower()
+            if attr in seen:  # a repeated attribute is ignored by browsers
+                continue
+            seen.append(attr)
+            value = _value_of(h)
+            if value is None:
+                continue
+            raw, quote, group = value
+            new = self._new_value(attr, raw, quote, no_href)
+            if new is not None:
+                vstart, vend = h.span(group)
+                edits.append((vstart, vend, new if quote else _requote(new, raw)))
+        return edits
 
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f\ud800-\udfff]")  # lone surrogates: undecodable bytes, kept

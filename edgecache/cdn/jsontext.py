@@ -68,7 +68,7 @@ def rewrite_json(matcher: UrlMatcher, text: str) -> str | None:
         return None
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # invalid, or nested deeper than the parser goes: left alone
         return None
     out.append(text[last:])
     return "".join(out)

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
 from .css import rewrite_css
 from .html import HtmlRewriter
 from .jsontext import rewrite_json
 from .link import rewrite_link
 from .urls import CdnConfig, UrlMatcher
 
-_HTML = frozenset({"text/html", "application/xhtml+xml"})
+_CHARSET_PARAM = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.I)
+_HTML = frozenset({"text/html"})
 _CSS = frozenset({"text/css"})
 
 
 def _kind(media_type: str) -> str | None:
-    """``html``, ``css``, ``json`` or ``None``; ``media_type`` may carry parameters (``; charset=…``)."""
+    """``html``, ``xhtml``, ``css``, ``json`` or ``None``; ``media_type`` may have parameters."""
     essence = media_type.split(";", 1)[0].strip().lower()
     if essence in _HTML:
         return "html"
+    if essence == "application/xhtml+xml":
+        return "xhtml"
     if essence in _CSS:
         return "css"
     if essence == "application/json" or (essence.endswith("+json") and "/" in essence):
@@ -44,12 +49,13 @@ def _decode(body: bytes, charset: str | None) -> tuple[str, str] | None:
 class AssetRewriter:
     """Rewrites asset URLs to ``config.origin``; every method returns ``None`` when nothing changes."""
 
-    __slots__ = ("_config", "_html", "_matcher")
+    __slots__ = ("_config", "_html", "_matcher", "_xhtml")
 
     def __init__(self, config: CdnConfig) -> None:
         self._config = config
         self._matcher = UrlMatcher(config)
         self._html = HtmlRewriter(self._matcher)
+        self._xhtml = HtmlRewriter(self._matcher, xml=True)
 
     @property
     def config(self) -> CdnConfig:
@@ -65,16 +71,23 @@ class AssetRewriter:
 
     def rewrite_body(self, media_type: str, body: bytes, charset: str | None = None) -> bytes | None:
         """The rewritten body (in the same charset), or ``None`` when nothing changed, the type is not handled
-        or ``charset`` (default UTF-8) is unknown."""
+        or the charset is unknown. The charset is ``charset``, else the ``charset`` parameter of
+        ``media_type``, else UTF-8."""
         kind = _kind(media_type)
         if kind is None or not body:
             return None
+        if charset is None:
+            m = _CHARSET_PARAM.search(media_type)
+            if m is not None:
+                charset = m.group(1)
         decoded = _decode(body, charset)
         if decoded is None:
             return None
         text, codec = decoded
         if kind == "html":
             new = self._html.rewrite(text)
+        elif kind == "xhtml":
+            new = self._xhtml.rewrite(text)
         elif kind == "css":
             new = rewrite_css(self._matcher, text)
         else:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?")
@@ -33,6 +32,7 @@ _REFUSED = r"\x00-\x20\x7f\\"
 _REFUSED_CHARS = re.compile(f"[{_REFUSED}]")
 # A dot segment, literal or percent-encoded (the URL standard treats ``%2e`` as ``.`` in path segments).
 _DOT_SEGMENT = re.compile(r"/(?:\.|%2[eE]){1,2}(?=/|\Z)")
+_V_PARAM = re.compile(r"(?:^|&)v(?:[=&]|$)")
 _ABSOLUTE = re.compile(r"(?:[Hh][Tt][Tt][Pp]([Ss]?):)?//([^/?#]*)")
 
 
@@ -106,18 +106,13 @@ class CdnConfig:
         object.__setattr__(self, "public_hosts", hosts)
 
 
-class Plan(NamedTuple):
-    """How to turn a URL ``u`` into its CDN form: ``origin + u[drop:insert_at] + query_tail + u[insert_at:]``.
-
-    ``drop`` is the length of the scheme and authority of an absolute URL (0 for a root-relative one);
-    ``insert_at`` is where the fragment starts (or the end); ``query_tail`` is ``?v=…``/``&v=…`` or empty.
-    Callers that hold the URL in an encoded form (HTML entities, CSS or JSON escapes) use it to keep the
-    author's bytes for everything they do not change.
-    """
-
-    drop: int
-    insert_at: int
-    query_tail: str
+# How to turn a URL ``u`` into its CDN form, ``(drop, insert_at, query_tail)``:
+# ``origin + u[drop:insert_at] + query_tail + u[insert_at:]``. ``drop`` is the length of the scheme and
+# authority of an absolute URL (0 for a root-relative one); ``insert_at`` is where the fragment starts (or the
+# end); ``query_tail`` is ``?v=…``/``&v=…`` or empty. Callers that hold the URL in an encoded form (HTML
+# character references, CSS or JSON escapes) use it to keep the author's text for what they do not change.
+# (A plain tuple: this is built once per asset URL, on the hot path.)
+Plan = tuple[int, int, str]
 
 
 class UrlMatcher:
@@ -190,7 +185,7 @@ class UrlMatcher:
                 tail = "v=" + self._version
             elif not _has_v(url[query_start:end]):
                 tail = "&v=" + self._version
-        return Plan(drop, end, tail)
+        return drop, end, tail
 
     def rewrite(self, url: str) -> str | None:
         plan = self.plan(url)
@@ -211,8 +206,4 @@ def _strip_suffix(value: str, suffix: str) -> str:
 
 
 def _has_v(query: str) -> bool:
-    for part in query.split("&"):
-        name = part.split("=", 1)[0]
-        if name == "v":
-            return True
-    return False
+    return _V_PARAM.search(query) is not None

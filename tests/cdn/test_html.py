@@ -279,3 +279,34 @@ def test_unknown_charset_is_left_alone() -> None:
 def test_unhandled_type_is_left_alone() -> None:
     assert R.rewrite_body("text/plain", b'<img src="/static/a.png">') is None
     assert R.rewrite_body("text/html", b"") is None
+
+
+def test_charset_from_the_media_type() -> None:
+    body = '<p>\u00e9</p><img src="/static/a.png">'.encode("latin-1")
+    out = R.rewrite_body('text/html; Charset="ISO-8859-1"', body)
+    assert out == f'<p>\u00e9</p><img src="{CDN}/static/a.png">'.encode("latin-1")
+    # an explicit charset wins over the parameter
+    assert R.rewrite_body("text/html; charset=utf-16", body, "latin-1") == out
+
+
+def test_self_closed_script_ends_only_in_xhtml() -> None:
+    page = '<script src="/static/a.js"/><img src="/static/b.png"></script>'
+    xhtml = R.rewrite_body("application/xhtml+xml", page.encode())
+    assert xhtml == f'<script src="{CDN}/static/a.js"/><img src="{CDN}/static/b.png"></script>'.encode()
+    # in HTML the slash is ignored: the img is script text
+    assert html(page) == f'<script src="{CDN}/static/a.js"/><img src="/static/b.png"></script>'
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "<script><!-- a --></script>",
+        "<script><!--></script>",
+        "<script><!-- <scripts> </script>",
+        "<script><!-- <script>x</script> --></script>",
+        "<script><!-- <script>x</script></script>",
+    ],
+)
+def test_script_ends_where_browsers_end_it(script: str) -> None:
+    source = script + '<img src="/static/a.png">'
+    assert html(source) == script + f'<img src="{CDN}/static/a.png">'

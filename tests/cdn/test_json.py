@@ -85,3 +85,8 @@ def test_plus_json_media_types() -> None:
     assert (
         rewrite('["/static/l.png"]', "application/problem+json; charset=utf-8") == f'["{CDN}/static/l.png"]'
     )
+
+
+def test_nesting_deeper_than_the_parser_goes_is_left_alone() -> None:
+    depth = 100_000
+    assert rewrite("[" * depth + '"/static/a.png"' + "]" * depth) is None
