@@ -315,5 +315,6 @@ def test_script_ends_where_browsers_end_it(script: str) -> None:
 def test_author_text_is_kept_in_srcset_and_style_only_the_version_is_encoded() -> None:
     source = '<p style="b:url(/static/a.png?x=1&y=2)"><img srcset="/static/a.png?q&r 1x">'
     assert html(source, RV) == (
-        f'<p style="b:url({CDN}/static/a.png?x=1&y=2&amp;v=7)"><img srcset="{CDN}/static/a.png?q&r&amp;v=7 1x">'
+        f'<p style="b:url({CDN}/static/a.png?x=1&y=2&amp;v=7)">'
+        f'<img srcset="{CDN}/static/a.png?q&r&amp;v=7 1x">'
     )
