@@ -91,6 +91,9 @@ def _escape_unquoted(value: str) -> str:
     )
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f\ud800-\udfff]")  # lone surrogates: undecodable bytes, kept
+
+
 def _splice(
     origin: str,
     raw: str,
@@ -110,6 +113,9 @@ def _splice(
         # The escapes are all in what we keep: keep them as written.
         return escape(origin) + raw[drop:] + tail
     new = escape(origin + decoded[drop:insert_at] + plan[2] + decoded[insert_at:])
+    if not new.isascii():
+        # written back from escapes: keep non-ASCII escaped, the sheet's charset may not have them
+        new = _NON_ASCII.sub(lambda m: f"\\{ord(m.group()):x} ", new)
     return new if outer is None else outer(new)
 
 
