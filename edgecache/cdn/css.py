@@ -91,22 +91,40 @@ def _escape_unquoted(value: str) -> str:
     )
 
 
-def _splice(origin: str, raw: str, plan: Plan, decoded: str, escape: Callable[[str], str]) -> str:
-    """The new text for one URL written as ``raw`` (``decoded`` once its escapes are removed)."""
+_NON_ASCII = re.compile(r"[^\x00-\x7f\ud800-\udfff]")  # lone surrogates: undecodable bytes, kept
+
+
+def _splice(
+    origin: str,
+    raw: str,
+    plan: Plan,
+    decoded: str,
+    escape: Callable[[str], str],
+    outer: Callable[[str], str] | None,
+) -> str:
+    """The new text for one URL written as ``raw`` (``decoded`` once its escapes are removed). ``outer``
+    encodes what we write for the text around the CSS (an HTML attribute value), the author's text stays."""
     drop, insert_at, tail = plan
+    if tail:
+        tail = escape(tail) if outer is None else outer(escape(tail))
     if raw == decoded:
-        return escape(origin) + raw[drop:insert_at] + escape(tail) + raw[insert_at:]
+        return escape(origin) + raw[drop:insert_at] + tail + raw[insert_at:]
     if raw.startswith(decoded[:drop]) and (not tail or insert_at == len(decoded)):
         # The escapes are all in what we keep: keep them as written.
-        return escape(origin) + raw[drop:] + escape(tail)
-    return escape(origin + decoded[drop:insert_at] + tail + decoded[insert_at:])
+        return escape(origin) + raw[drop:] + tail
+    new = escape(origin + decoded[drop:insert_at] + plan[2] + decoded[insert_at:])
+    if not new.isascii():
+        # written back from escapes: keep non-ASCII escaped, the sheet's charset may not have them
+        new = _NON_ASCII.sub(lambda m: f"\\{ord(m.group()):x} ", new)
+    return new if outer is None else outer(new)
 
 
 _QUOTES = {"idq": '"', "isq": "'", "qdq": '"', "qsq": "'", "raw": ""}
 
 
-def rewrite_css(matcher: UrlMatcher, text: str) -> str | None:
-    """``text`` with its asset URLs on the CDN, or ``None`` when nothing changed."""
+def rewrite_css(matcher: UrlMatcher, text: str, outer: Callable[[str], str] | None = None) -> str | None:
+    """``text`` with its asset URLs on the CDN, or ``None`` when nothing changed. ``outer`` encodes the text
+    that is written (not the text that is kept) for where the CSS sits: an HTML attribute value."""
     origin = matcher.origin
     out: list[str] = []
     last = 0
@@ -129,7 +147,7 @@ def rewrite_css(matcher: UrlMatcher, text: str) -> str | None:
         start = m.start(group)
         escape: Callable[[str], str] = partial(_escape_string, quote=quote) if quote else _escape_unquoted
         out.append(text[last:start])
-        out.append(_splice(origin, raw, plan, decoded, escape))
+        out.append(_splice(origin, raw, plan, decoded, escape, outer))
         last = start + len(raw)
     if not out:
         return None

@@ -29,6 +29,7 @@ written back with ``&`` and its quote character encoded, so the output stays val
 from __future__ import annotations
 
 import re
+from functools import partial
 from html.entities import html5 as _HTML5_ENTITIES
 
 from .css import rewrite_css
@@ -264,13 +265,12 @@ class HtmlRewriter:
 
     def _srcset_value(self, raw: str, quote: str) -> str | None:
         decoded = _unescape_attr(raw) if "&" in raw else raw
-        new = self._rewrite_srcset(decoded)
-        if new is None:
-            return None
-        # Without references in ``raw`` this only encodes the ``&`` of a version parameter.
-        return _escape_attr(new, quote) if raw is decoded else _encode_attr(new, quote)
+        if raw == decoded:  # no character references: keep the author's text, encode what we add
+            return self._rewrite_srcset(raw, quote)
+        new = self._rewrite_srcset(decoded, None)
+        return None if new is None else _encode_attr(new, quote)
 
-    def _rewrite_srcset(self, value: str) -> str | None:
+    def _rewrite_srcset(self, value: str, quote: str | None) -> str | None:
         """Every candidate URL of a ``srcset`` (HTML Standard "parse a srcset attribute"), descriptors
         kept."""
         plan_of = self._matcher.plan
@@ -286,6 +286,8 @@ class HtmlRewriter:
             plan = plan_of(url)
             if plan is not None:
                 drop, insert_at, tail = plan
+                if tail and quote is not None:
+                    tail = _escape_attr(tail, quote)
                 out.append(value[last:start])
                 out.append(origin + url[drop:insert_at] + tail + url[insert_at:])
                 last = url_end
@@ -296,10 +298,10 @@ class HtmlRewriter:
 
     def _style_value(self, raw: str, quote: str) -> str | None:
         decoded = _unescape_attr(raw) if "&" in raw else raw
+        if raw == decoded:  # no character references: keep the author's text, encode what we add
+            return rewrite_css(self._matcher, raw, partial(_escape_attr, quote=quote))
         new = rewrite_css(self._matcher, decoded)
-        if new is None:
-            return None
-        return _escape_attr(new, quote) if raw is decoded else _encode_attr(new, quote)
+        return None if new is None else _encode_attr(new, quote)
 
     # -- tags -----------------------------------------------------------------------------------------------
     def _rewrite_meta(self, text: str, start: int, end: int) -> list[tuple[int, int, str]]:

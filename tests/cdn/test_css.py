@@ -97,3 +97,14 @@ def test_version_in_css_is_not_html_encoded() -> None:
 def test_escaped_url_with_version_and_fragment_is_written_escaped() -> None:
     assert css("a{b:url(/static/\\28x\\29.svg#i)}", RV) == f"a{{b:url({CDN}/static/\\28 x\\29 .svg?v=7#i)}}"
     assert css("a{b:url('/static/it\\'s.svg#i')}", RV) == f"a{{b:url('{CDN}/static/it\\'s.svg?v=7#i')}}"
+
+
+def test_escape_edge_cases() -> None:
+    # an invalid code point becomes U+FFFD (still an asset URL); a line continuation inside a string vanishes
+    assert css("a{b:url(/static/\\0 .png)}") == f"a{{b:url({CDN}/static/\\0 .png)}}"
+    assert css('a{b:url("/static/a\\\n.png")}') == f'a{{b:url("{CDN}/static/a\\\n.png")}}'
+
+
+def test_escaped_non_ascii_written_back_stays_escaped() -> None:
+    out = RV.rewrite_body("text/css", b"a{b:url(/static/\\20AC\xe9.png#f)}", "latin-1")
+    assert out == f"a{{b:url({CDN}/static/\\20ac \\e9 .png?v=7#f)}}".encode("latin-1")

@@ -310,3 +310,54 @@ def test_self_closed_script_ends_only_in_xhtml() -> None:
 def test_script_ends_where_browsers_end_it(script: str) -> None:
     source = script + '<img src="/static/a.png">'
     assert html(source) == script + f'<img src="{CDN}/static/a.png">'
+
+
+def test_author_text_is_kept_in_srcset_and_style_only_the_version_is_encoded() -> None:
+    source = '<p style="b:url(/static/a.png?x=1&y=2)"><img srcset="/static/a.png?q&r 1x">'
+    assert html(source, RV) == (
+        f'<p style="b:url({CDN}/static/a.png?x=1&y=2&amp;v=7)">'
+        f'<img srcset="{CDN}/static/a.png?q&r&amp;v=7 1x">'
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        pytest.param(
+            '<img src="/static/&#0;&#x110000;&#xD800;&#x80;.png">',
+            f'<img src="{CDN}/static/&#0;&#x110000;&#xD800;&#x80;.png">',
+            id="invalid-and-c1-numeric-references",
+        ),
+        pytest.param(
+            '<img src="/static/a.png?x=&ampx;&notin;&notanentity&lt">',
+            f'<img src="{CDN}/static/a.png?x=&ampx;&notin;&notanentity&lt">',
+            id="named-references",
+        ),
+        pytest.param(
+            "<meta property='og:image' property=x name content='/static/a.png' content='/static/b' />",
+            f"<meta property='og:image' property=x name content='{CDN}/static/a.png' content='/static/b' />",
+            id="meta-repeated-and-empty-attributes",
+        ),
+    ],
+)
+def test_references_and_meta_edge_cases(source: str, expected: str) -> None:
+    assert html(source) == expected
+
+
+def test_unterminated_escaped_script_runs_to_the_end() -> None:
+    assert html('<script><!-- <img src="/static/a.png">') is None
+
+
+def test_unquoted_value_with_a_quote_gets_quotes_when_the_new_text_needs_them() -> None:
+    assert html("<img src=/static/a'b.png>", RV) == f'<img src="{CDN}/static/a\'b.png?v=7">'
+    assert html("<img src=/static/a'b.png>") == f"<img src={CDN}/static/a'b.png>"
+
+
+def test_several_url_attributes_in_one_tag() -> None:
+    source = (
+        "<img alt=x src='/static/a.png' data-src=/static/b.png srcset=\"/static/c.png 2x\" poster nope=1>"
+    )
+    assert html(source) == (
+        f"<img alt=x src='{CDN}/static/a.png' data-src={CDN}/static/b.png srcset=\"{CDN}/static/c.png 2x\""
+        " poster nope=1>"
+    )

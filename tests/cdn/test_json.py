@@ -90,3 +90,12 @@ def test_plus_json_media_types() -> None:
 def test_nesting_deeper_than_the_parser_goes_is_left_alone() -> None:
     depth = 100_000
     assert rewrite("[" * depth + '"/static/a.png"' + "]" * depth) is None
+
+
+def test_invalid_escape_in_a_candidate_string_leaves_the_document_alone() -> None:
+    assert rewrite('{"a": "/static/a.png", "b": "/static/\\x.png"}') is None
+
+
+def test_new_text_the_charset_cannot_encode_leaves_the_document_alone() -> None:
+    body = '{"a": "/static/\u00e9\\u20ac.png"}'.encode("latin-1")
+    assert R.rewrite_body("application/json", body, "latin-1") is None

@@ -319,3 +319,46 @@ def test_never_raises_on_arbitrary_bytes(body: bytes) -> None:
         for charset in (None, "latin-1", "utf-16"):
             RH.rewrite_body(media_type, body, charset)
     RH.rewrite_link_header(body.decode("latin-1"))
+
+
+RV = AssetRewriter(CdnConfig(CDN, ("/static/", "/avatars/"), (), version="7"))
+
+
+@st.composite
+def versioned_url(draw: st.DrawFn) -> tuple[str, str, str]:
+    """(URL as written in HTML, expected in HTML, expected in CSS) with the version parameter."""
+    base = draw(st.sampled_from(["/static/", "/avatars/"])) + draw(_segment) + draw(_ext)
+    params = draw(st.none() | st.lists(st.sampled_from(["x=1", "v=2", "s=96", "a", "vv", "v"]), max_size=3))
+    fragment = draw(st.none() | st.sampled_from(["top", "", "a?b"]))
+    query = "" if params is None else "?" + "&".join(params)
+    if params is None:
+        tail = "?v=7"
+    elif any(p == "v" or p.startswith("v=") for p in params):
+        tail = ""
+    elif not params:
+        tail = "v=7"
+    else:
+        tail = "&v=7"
+    end = "" if fragment is None else "#" + fragment
+    source = base + query.replace("&", "&amp;") + end
+    return (
+        source,
+        CDN + source[: len(source) - len(end)] + tail.replace("&", "&amp;") + end,
+        CDN + base + query + tail + end,
+    )
+
+
+@given(st.lists(versioned_url(), min_size=1, max_size=5), st.sampled_from(['"', "'"]))
+def test_version_parameter_is_added_once_and_encoded_for_where_it_goes(
+    urls: list[tuple[str, str, str]], quote: str
+) -> None:
+    source = "".join(f"<img src={quote}{s}{quote}>" for s, _, _ in urls)
+    expected = "".join(f"<img src={quote}{e}{quote}>" for _, e, _ in urls)
+    out = RV.rewrite_body("text/html", source.encode())
+    assert out is not None
+    assert out.decode() == expected
+    css_source = "".join(f"a{{b:url('{s.replace('&amp;', '&')}')}}" for s, _, _ in urls)
+    css_expected = "".join(f"a{{b:url('{c}')}}" for _, _, c in urls)
+    css_out = RV.rewrite_body("text/css", css_source.encode())
+    assert css_out is not None
+    assert css_out.decode() == css_expected

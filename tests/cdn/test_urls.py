@@ -181,3 +181,14 @@ def test_handles() -> None:
         assert r.handles(media_type), media_type
     for media_type in ("text/plain", "application/javascript", "image/svg+xml", "+json", "", "text/htmlx"):
         assert not r.handles(media_type), media_type
+
+
+def test_configured_default_port_also_matches_the_bare_host() -> None:
+    r = rewriter(public_hosts=("www.example.com:443",))
+    assert r.rewrite_url("https://www.example.com/static/a.png") == f"{CDN}/static/a.png"
+    assert r.rewrite_url("https://www.example.com:443/static/a.png") == f"{CDN}/static/a.png"
+
+
+def test_rewriter_exposes_its_config() -> None:
+    config = CdnConfig(CDN, ("/static/",))
+    assert AssetRewriter(config).config is config
