@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ from edgecache.core.invalidation import (
 )
 
 if TYPE_CHECKING:
+    from edgecache.cdn.purge import CdnPurger
     from edgecache.lab.traces import Trace
 
 ENV_REDIS_URL: Final = "EDGECACHE_REDIS_URL"
@@ -113,7 +115,12 @@ def add_purge(subparsers: Subparsers) -> None:
             "Publish one invalidation on the Redis channel <namespace>:invalidate: every node drops (or, "
             "with --soft, marks stale) the matching responses from its memory tier and from Redis."
         ),
-        epilog="Exit status: 0 published, 1 Redis unreachable or failing, 2 bad arguments.",
+        epilog=(
+            "With EDGECACHE_CDN_PURGE_PROVIDER (fastly or cloudflare), EDGECACHE_CDN_PURGE_SERVICE or "
+            "EDGECACHE_CDN_PURGE_ZONE and EDGECACHE_CDN_PURGE_TOKEN set, the --tag values are purged at the "
+            "CDN too, once the invalidation is published. Exit status: 0 published, 1 Redis unreachable or "
+            "failing, 2 bad arguments, 3 published but the CDN purge failed."
+        ),
     )
     add = parser.add_argument
     add("--tag", dest="tags", action="append", default=[], metavar="TAG", help="a Surrogate-Key/Cache-Tag")
@@ -171,6 +178,7 @@ def run_purge(args: argparse.Namespace) -> int:
         payload = encode_invalidation(inv)
     except BadInvalidation as bad:
         parser.error(_purge_usage_error(bad))
+    purger = _cdn_purger(parser)
     try:
         receivers = asyncio.run(_publish(url, namespace, inv, args.timeout))
     except ValueError as error:  # redis-py rejects the URL
@@ -183,7 +191,37 @@ def run_purge(args: argparse.Namespace) -> int:
     print(f"published on {invalidation_channel(namespace)}: {receivers} receiver(s)")
     if receivers == 0:
         print("edgecache purge: warning: no node is subscribed to that channel", file=sys.stderr)
+    if purger is not None and inv.tags:
+        # The command originated this purge: it asks the CDN (the nodes that apply it don't).
+        if not asyncio.run(_purge_at_cdn(purger, inv.tags, inv.soft)):
+            print(f"edgecache purge: the {purger.provider} purge failed (see the log above)", file=sys.stderr)
+            return 3
+        print(f"purged {len(inv.tags)} tag(s) at {purger.provider}")
     return 0
+
+
+def _cdn_purger(parser: argparse.ArgumentParser) -> CdnPurger | None:
+    """The CDN purge configured by the EDGECACHE_CDN_PURGE_* variables, or None."""
+    from edgecache.config import ConfigError, Settings  # noqa: PLC0415
+    from edgecache.engine import cdn_purger  # noqa: PLC0415
+    from edgecache.observe.stats import CacheStats  # noqa: PLC0415
+
+    environ = {k: v for k, v in os.environ.items() if k.startswith("EDGECACHE_CDN_PURGE_")}
+    if not environ:
+        return None
+    try:
+        settings = Settings.load({}, environ=environ)
+    except ConfigError as error:
+        parser.error(f"EDGECACHE_CDN_PURGE_*: {error}")
+    return cdn_purger(settings, CacheStats())
+
+
+async def _purge_at_cdn(purger: CdnPurger, tags: Sequence[str], soft: bool) -> bool:
+    logging.basicConfig(format="edgecache purge: %(message)s")  # the purger logs why a call failed
+    try:
+        return await purger.purge(tags, soft=soft)
+    finally:
+        await purger.aclose()
 
 
 async def _publish(url: str, namespace: str, inv: Invalidation, seconds: float) -> int:
@@ -354,7 +392,54 @@ def add_proxy(subparsers: Subparsers) -> None:
         help="on SIGTERM, how long in-flight requests may take to finish (default 10; "
         "$EDGECACHE_SHUTDOWN_TIMEOUT)",
     )
+    add_cdn_flags(parser)
     parser.set_defaults(run=run_proxy, parser=parser)
+
+
+# CDN options of `edgecache proxy` (all Settings options): flag dest → (Settings name, flag).
+_CDN_PROXY_SETTINGS: Final = {
+    "cdn_origin": ("cdn_origin", "--cdn-origin"),
+    "cdn_paths": ("cdn_paths", "--cdn-path"),
+    "cdn_public_hosts": ("cdn_public_hosts", "--cdn-public-host"),
+    "cdn_version": ("cdn_version", "--cdn-version"),
+    "cdn_max_rewrite_bytes": ("cdn_max_rewrite_bytes", "--cdn-max-rewrite-bytes"),
+    "cdn_asset_max_age": ("cdn_asset_max_age", "--cdn-asset-max-age"),
+    "cdn_purge_provider": ("cdn_purge_provider", "--cdn-purge-provider"),
+    "cdn_purge_service": ("cdn_purge_service", "--cdn-purge-service"),
+    "cdn_purge_zone": ("cdn_purge_zone", "--cdn-purge-zone"),
+    "cdn_purge_timeout": ("cdn_purge_timeout", "--cdn-purge-timeout"),
+}
+
+
+def add_cdn_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "CDN asset URL rewriting",
+        "Rewrite the URLs of assets under --cdn-path in HTML, CSS, JSON and Link fields to --cdn-origin, "
+        "once per stored response; optionally purge tags at the CDN too.",
+    )
+    add = group.add_argument
+    add("--cdn-origin", metavar="URL", help="base URL of the CDN, e.g. https://cdn.example.com "
+        "(default: none, rewriting off; $EDGECACHE_CDN_ORIGIN)")  # fmt: skip
+    add("--cdn-path", "--cdn-paths", dest="cdn_paths", action="append", metavar="PREFIX",
+        help="a path prefix that is an asset, e.g. /static/; repeatable "
+        "($EDGECACHE_CDN_PATHS, comma-separated)")  # fmt: skip
+    add("--cdn-public-host", "--cdn-public-hosts", dest="cdn_public_hosts", action="append", metavar="HOST",
+        help="the app's own public host: absolute asset URLs on it are rewritten too; repeatable "
+        "(default: none; $EDGECACHE_CDN_PUBLIC_HOSTS, comma-separated)")  # fmt: skip
+    add("--cdn-version", metavar="TOKEN", help="version parameter appended to rewritten asset URLs "
+        "(default: none; $EDGECACHE_CDN_VERSION)")  # fmt: skip
+    add("--cdn-max-rewrite-bytes", metavar="SIZE", help="decoded bodies above this pass untouched "
+        "(default 8MiB; $EDGECACHE_CDN_MAX_REWRITE_BYTES)")  # fmt: skip
+    add("--cdn-asset-max-age", metavar="SECONDS",
+        help="Cache-Control max-age added to 200 responses under --cdn-path that carry no Cache-Control, "
+        "Expires or Set-Cookie (default: none; $EDGECACHE_CDN_ASSET_MAX_AGE)")  # fmt: skip
+    add("--cdn-purge-provider", metavar="NAME",
+        help="also purge tags at the CDN: fastly or cloudflare (default: none; "
+        "$EDGECACHE_CDN_PURGE_PROVIDER; the API token only from $EDGECACHE_CDN_PURGE_TOKEN)")  # fmt: skip
+    add("--cdn-purge-service", metavar="ID", help="Fastly service id ($EDGECACHE_CDN_PURGE_SERVICE)")
+    add("--cdn-purge-zone", metavar="ID", help="Cloudflare zone id ($EDGECACHE_CDN_PURGE_ZONE)")
+    add("--cdn-purge-timeout", metavar="SECONDS", help="per purge call to the provider "
+        "(default 5; $EDGECACHE_CDN_PURGE_TIMEOUT)")  # fmt: skip
 
 
 ENV_ADMIN_TOKEN: Final = "EDGECACHE_ADMIN_TOKEN"
@@ -455,6 +540,9 @@ def run_proxy(args: argparse.Namespace) -> int:
     options: dict[str, object] = {
         name: getattr(args, dest) for dest, name in _PROXY_SETTINGS.items() if getattr(args, dest) is not None
     }
+    options |= {
+        name: getattr(args, dest) for dest, (name, _) in _CDN_PROXY_SETTINGS.items() if getattr(args, dest)
+    }
     if "default_ttl" not in options and _env("EDGECACHE_DEFAULT_TTL") is None:
         options["default_ttl"] = 0  # a proxy stores only what the upstream says is fresh
     if "l1_max_bytes" in options and _env("EDGECACHE_MAX_OBJECT_BYTES") is None:
@@ -528,8 +616,8 @@ def _positive_seconds(value: object) -> float:
 
 def _flag_message(message: str) -> str:
     """A Settings error with the option's flag for the options `edgecache proxy` has flags for."""
-    for name in _PROXY_SETTINGS.values():
-        flag = "--" + name.replace("_", "-")
+    flags = [(name, "--" + name.replace("_", "-")) for name in _PROXY_SETTINGS.values()]
+    for name, flag in [*flags, *_CDN_PROXY_SETTINGS.values()]:
         if message.startswith(f"option {name}:"):
             return flag + message[len(f"option {name}") :]
         if message.startswith(f"{name}:"):
