@@ -151,6 +151,7 @@ def test_keywords_then_environment_then_file_then_defaults(tmp_path):
         ("default_ttl = -1\n", "key default_ttl: expected a non-negative number"),
         ('l1_max_bytes = "lots"\n', "key l1_max_bytes: expected a size such as"),
         ("default_ttl = \n", "not valid TOML"),
+        ('cdn_purge_token = "x"\n', "key cdn_purge_token: a secret is not read from files; set EDGECACHE_"),
     ],
 )
 def test_bad_file_values_name_the_key_and_the_file(tmp_path, text, message):
