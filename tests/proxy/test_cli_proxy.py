@@ -103,7 +103,8 @@ def test_flags_then_environment_then_file_then_defaults(
     path = tmp_path / "proxy.toml"
     path.write_text(
         'upstream = "http://127.0.0.1:9"\nconnect_timeout = 1\nread_timeout = 2\nshutdown_timeout = 3\n'
-        'trusted_proxies = ["10.0.0.0/8"]\npreserve_host = true\n'
+        'trusted_proxies = ["10.0.0.0/8"]\npreserve_host = true\nreplicas = ["http://127.0.0.1:8001"]\n'
+        "health_window = 4\nhealth_interval = 7\n"
         "default_ttl = 4\nkeep_ttl = 5\nstale_if_error = 6\ncoalesce = false\n",
         encoding="utf-8",
     )
@@ -111,6 +112,7 @@ def test_flags_then_environment_then_file_then_defaults(
     for name, value in {"READ_TIMEOUT": "20", "SHUTDOWN_TIMEOUT": "30", "DEFAULT_TTL": "40"}.items():
         monkeypatch.setenv(f"EDGECACHE_{name}", value)
     monkeypatch.setenv("EDGECACHE_KEEP_TTL", "50")
+    monkeypatch.setenv("EDGECACHE_HEALTH_INTERVAL", "8")
     monkeypatch.setenv("EDGECACHE_LISTEN", "")  # set but empty counts as unset
     argv = ["proxy", "--shutdown-timeout", "300", "--default-ttl", "400", "--coalesce"]
     sources = _proxy_sources(build_parser().parse_args(argv))
@@ -121,6 +123,9 @@ def test_flags_then_environment_then_file_then_defaults(
     assert first_value("connect_timeout", sources) == (1, file + "connect_timeout")
     assert first_value("trusted_proxies", sources) == (["10.0.0.0/8"], file + "trusted_proxies")
     assert first_value("preserve_host", sources) == (True, file + "preserve_host")
+    assert first_value("replicas", sources) == (["http://127.0.0.1:8001"], file + "replicas")
+    assert first_value("health_window", sources) == (4, file + "health_window")
+    assert first_value("health_interval", sources) == ("8", "environment variable EDGECACHE_HEALTH_INTERVAL")
     assert first_value("listen", sources) is None  # the default applies
     settings = Settings.from_sources(sources)
     assert (settings.default_ttl, settings.keep_ttl, settings.stale_if_error) == (400, 50, 6)
