@@ -439,6 +439,7 @@ class ProxyApp:
                 content=content,
                 extensions={"timeout": self._timeout_extension, "target": target},
             )
+            request.method = method  # httpx upper-cases it; methods are case-sensitive (RFC 9110 §9.1)
             attempt = upstream
             attempt.outstanding += 1
             attempt.requests += 1
