@@ -37,14 +37,14 @@ class RawConnection:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def response(self, timeout: float = 5.0) -> RawResponse:
-        async with asyncio.timeout(timeout):
+    async def response(self, within: float = 5.0) -> RawResponse:
+        async with asyncio.timeout(within):
             return await read_response(self.reader)
 
-    async def closed(self, timeout: float = 5.0) -> bool:
+    async def closed(self, within: float = 5.0) -> bool:
         """Whether the server closes the connection (EOF or reset) with nothing more to read."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 return await self.reader.read(1) == b""
         except ConnectionError:
             return True

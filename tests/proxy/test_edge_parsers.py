@@ -64,7 +64,9 @@ async def test_an_unknown_method_split_over_two_reads_is_forwarded(
         await conn.close()
 
 
-async def test_httptools_alone_refuses_unknown_methods(make_proxy: MakeProxy, upstream: RunningUpstream) -> None:
+async def test_httptools_alone_refuses_unknown_methods(
+    make_proxy: MakeProxy, upstream: RunningUpstream
+) -> None:
     proxy = await make_proxy(http="httptools", health=NO_PROBES)
     conn = await RawConnection.open(proxy.port)
     try:
@@ -83,7 +85,9 @@ async def test_an_unknown_method_pipelined_behind_another_request_is_refused_not
     # Its start inside the read is unknown, so it cannot be replayed: 400 and close, as uvicorn does for
     # any bad request in a pipeline (the response to the request before it may be cut: a documented limit).
     proxy = await make_proxy(health=NO_PROBES)
-    received, closed = await raw_exchange(proxy.port, _request(b"GET") + _request(b"BREW", b"x", path=b"/brew"))
+    received, closed = await raw_exchange(
+        proxy.port, _request(b"GET") + _request(b"BREW", b"x", path=b"/brew")
+    )
     assert b"HTTP/1.1 400 " in received
     assert closed
     assert upstream.app.hits["/brew"] == 0
