@@ -167,6 +167,26 @@ async def test_a_scripted_upstream_failing_mid_body(
     assert cached.call_count == 2  # the broken body was not stored; the whole one was
 
 
+async def test_a_body_broken_while_buffering_is_answered_from_a_stale_if_error_copy(
+    make_proxy: MakeProxy, upstream: RunningUpstream
+) -> None:
+    proxy = await make_proxy(upstream_url="http://upstream.test", health=NO_PROBES)
+    fields = {"cache-control": "max-age=1, stale-if-error=300"}
+    with respx.mock(assert_all_called=True) as mock:
+        route = mock.get("http://upstream.test/page").mock(
+            side_effect=[
+                httpx.Response(200, headers=fields, content=b"first"),
+                httpx.Response(200, headers=fields, stream=_BreaksAfter(httpx.ReadError("reset"))),
+            ]
+        )
+        stored, _ = await _get(proxy.port, b"/page", keep_alive=True)
+        await asyncio.sleep(1.2)  # past max-age: the next request goes upstream
+        fallback, _ = await _get(proxy.port, b"/page", keep_alive=True)
+    assert stored.body == fallback.body == b"first"
+    assert "fwd=stale" in (fallback.field("cache-status") or "")  # RFC 5861: the error is not shown
+    assert route.call_count == 2
+
+
 # -- interim responses ------------------------------------------------------------------------------------
 
 
