@@ -5,7 +5,9 @@
 One upstream (uvicorn, ``cacheable_app``: a ~2 KB JSON body with ``max-age=3600``) and one proxy process per
 parser (uvloop, pinned to its own core when taskset exists), each warmed up and checked to serve hits; then
 ``wrk --latency -t1 -c<connections> -d<duration>`` per proxy for ``--rounds`` rounds, rotating the order.
-Reports the medians and each parser's ratio to ``httptools`` measured in the same run.
+Reports the medians (requests/s, p50, p99, and the proxy process's CPU time per request, which the other
+load on a shared machine disturbs far less than requests/s) and each parser's ratio to ``httptools``
+measured in the same run.
 
 Run from anywhere: ``.venv/bin/python benchmarks/proxy_parsers.py [--rounds 3] [--duration 5] [--json]``.
 Needs ``wrk`` on PATH.
@@ -14,7 +16,9 @@ Needs ``wrk`` on PATH.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -72,6 +76,13 @@ class ProxyProcess(Server):
         return [*pin(SERVER_CPU), sys.executable, *serve]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``): per-request cost that other load on the
+    machine barely changes, unlike requests/s."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def serve(http: str, upstream: str, port: int) -> int:
     # Only in the proxy process:
     import uvloop  # noqa: PLC0415
@@ -101,14 +112,21 @@ def measure(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
             check_hit(proxy, when="after the cache-filling request")
             run_wrk(wrk, proxy.port, args.connections, 1)  # warm-up
         runs: dict[str, list[WrkResult]] = {p.http: [] for p in proxies}
+        cpu: dict[str, list[float]] = {p.http: [] for p in proxies}
         for round_no in range(args.rounds):
             order = proxies[round_no % len(proxies) :] + proxies[: round_no % len(proxies)]
             for proxy in order:
+                assert proxy.proc is not None
+                before = cpu_seconds(proxy.proc.pid)
                 result = run_wrk(wrk, proxy.port, args.connections, args.duration)
+                cpu[proxy.http].append((cpu_seconds(proxy.proc.pid) - before) / result.requests * 1e6)
                 if result.non_2xx_3xx or result.socket_errors:
                     raise BenchmarkError(f"proxy http={proxy.http}: errors under load: {result}")
                 runs[proxy.http].append(result)
-                log(f"round {round_no + 1} http={proxy.http}: {result.requests_per_sec:.0f} req/s")
+                log(
+                    f"round {round_no + 1} http={proxy.http}: {result.requests_per_sec:.0f} req/s, "
+                    f"{cpu[proxy.http][-1]:.1f} us CPU/request"
+                )
                 time.sleep(0.5)
             for proxy in proxies:
                 check_hit(proxy, when=f"after round {round_no + 1}")
@@ -117,11 +135,14 @@ def measure(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
             proxy.stop()
         upstream.stop()
     servers = {http: summarize_runs(f"proxy http={http}", "edgecache proxy", runs[http]) for http in PARSERS}
+    for http in PARSERS:
+        servers[http]["cpu_us_per_request"] = statistics.median(cpu[http])
     base = servers["httptools"]
     ratios = {
         http: {
             "throughput_vs_httptools": servers[http]["requests_per_sec"] / base["requests_per_sec"],
             "p99_vs_httptools": servers[http]["p99_ms"] / base["p99_ms"],
+            "cpu_per_request_vs_httptools": servers[http]["cpu_us_per_request"] / base["cpu_us_per_request"],
         }
         for http in PARSERS
     }
@@ -131,13 +152,15 @@ def measure(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
 
 def render_table(report: dict[str, Any]) -> str:
     lines = [
-        f"{'parser':10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'req/s vs httptools':>19} {'p99 vs':>7}"
+        f"{'parser':18} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} "
+        f"{'req/s vs httptools':>19} {'p99 vs':>7} {'CPU vs':>7}"
     ]
     for http, server in report["servers"].items():
         ratio = report["ratios"][http]
         lines.append(
             f"{http:18} {server['requests_per_sec']:9.0f} {server['p50_ms']:8.2f} {server['p99_ms']:8.2f} "
-            f"{ratio['throughput_vs_httptools']:18.2f}x {ratio['p99_vs_httptools']:6.2f}x"
+            f"{server['cpu_us_per_request']:10.1f} {ratio['throughput_vs_httptools']:18.2f}x "
+            f"{ratio['p99_vs_httptools']:6.2f}x {ratio['cpu_per_request_vs_httptools']:6.2f}x"
         )
     return "\n".join(lines)
 

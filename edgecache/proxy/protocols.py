@@ -7,10 +7,11 @@
   a method llhttp does not know is handed, from that request on, to uvicorn's h11 protocol, which replays
   the bytes received so far. Known methods keep httptools' speed; unknown ones are forwarded like any other.
 
-``ProxyHttpToolsProtocol`` also bounds what a request head may hold *while it is parsed* (llhttp has no
-limit of its own, so uvicorn would gather a header section of any size in memory): a request target longer
-than ``max_target`` answers 414, a header section over ``max_header_bytes`` or ``max_header_count`` 431,
-and the connection is closed. The same limits are checked again by ``RequestGuard`` for any server.
+Both bound a request head *while it arrives* (llhttp has no limit of its own, so uvicorn would gather a
+header line of any length in memory; h11's own limit answers 400): a request target longer than
+``max_target`` answers 414, a head larger than the target and ``max_header_bytes`` together (plus a little)
+431, and the connection is closed. ``RequestGuard`` then checks the parsed head exactly (the count and size
+of the fields, the target), whatever the server.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from edgecache.proxy.app import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADER_COUNT, DEFAULT_MAX_TARGET
+from edgecache.proxy.app import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_TARGET
 
 HttpParser = Literal["auto", "httptools", "h11"]
 HTTP_PARSERS: Final[tuple[HttpParser, ...]] = ("auto", "httptools", "h11")
@@ -61,7 +62,6 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
     h11_fallback: ClassVar[type[H11Protocol] | None] = ProxyH11Protocol
     max_target: ClassVar[int] = DEFAULT_MAX_TARGET
     max_header_bytes: ClassVar[int] = DEFAULT_MAX_HEADER_BYTES
-    max_header_count: ClassVar[int] = DEFAULT_MAX_HEADER_COUNT
 
     def __init__(
         self,
@@ -79,8 +79,6 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_received = 0  # bytes read while this request's head was incomplete
         self._target_bytes = 0
-        self._head_bytes = 0
-        self._head_count = 0
         self._refusal: tuple[int, str] | None = None
 
     def data_received(self, data: bytes) -> None:
@@ -144,7 +142,7 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
         self._idle = False
         self._in_head = True
         self._head_received = 0
-        self._target_bytes = self._head_bytes = self._head_count = 0
+        self._target_bytes = 0
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -153,15 +151,6 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
         if self._target_bytes > self.max_target:
             self._over(414, "request target too long")
         self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_count += 1
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_count > self.max_header_count:
-            self._over(431, "too many header fields")
-        if self._head_bytes > self.max_header_bytes:
-            self._over(431, "header fields too large")
-        super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -172,9 +161,7 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
 
-def protocol_class(
-    http: HttpParser, *, max_target: int, max_header_bytes: int, max_header_count: int
-) -> type[asyncio.Protocol]:
+def protocol_class(http: HttpParser, *, max_target: int, max_header_bytes: int) -> type[asyncio.Protocol]:
     """The uvicorn protocol class for ``http`` with these head limits (``ValueError`` for a bad choice)."""
     if http not in HTTP_PARSERS:
         raise ValueError(f"http must be one of {', '.join(HTTP_PARSERS)}, got {http!r}")
@@ -187,6 +174,5 @@ def protocol_class(
         "h11_fallback": h11_class if http == "auto" else None,
         "max_target": max_target,
         "max_header_bytes": max_header_bytes,
-        "max_header_count": max_header_count,
     }
     return type("ProxyHttpToolsProtocol", (ProxyHttpToolsProtocol,), attributes)

@@ -138,10 +138,7 @@ class ProxyServer:
         self.shutdown_timeout = shutdown_timeout
         self.http = http
         self.protocol = protocol_class(
-            http,
-            max_target=self.limits.max_target,
-            max_header_bytes=self.limits.max_header_bytes,
-            max_header_count=self.limits.max_header_count,
+            http, max_target=self.limits.max_target, max_header_bytes=self.limits.max_header_bytes
         )
         logging.getLogger("uvicorn.error").addFilter(_ABORTED_RESPONSES)
         self.log_level = log_level

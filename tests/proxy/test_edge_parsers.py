@@ -126,6 +126,6 @@ async def test_an_endless_header_is_refused_while_it_streams_in(
 
 def test_a_bad_parser_choice_is_refused_naming_it() -> None:
     with pytest.raises(ValueError, match="http must be one of auto, httptools, h11"):
-        protocol_class("zttp", max_target=1, max_header_bytes=1, max_header_count=1)  # type: ignore[arg-type]
+        protocol_class("zttp", max_target=1, max_header_bytes=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="'fast'"):
         ProxyServer("http://127.0.0.1:1", ("127.0.0.1", 0), None, http="fast")  # type: ignore[arg-type]
