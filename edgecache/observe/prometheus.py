@@ -42,6 +42,21 @@ class CacheCollector(Collector):
             "Requests answered by a concurrent request's fetch",
             value=stats.coalesced,
         )
+        if stats.lease or self.cache.leases is not None:
+            leases = CounterMetricFamily(
+                f"{p}_lease",
+                "Cross-node coalescing: lease acquisitions and waits by result",
+                labels=["result"],
+            )
+            for result, count in sorted(stats.lease.items()):
+                leases.add_metric([result], count)
+            yield leases
+        if self.cache.leases is not None:
+            yield GaugeMetricFamily(
+                f"{p}_lease_waiting",
+                "Requests acquiring or waiting for a cross-node lease now",
+                value=self.cache.leases.waiting,
+            )
         yield CounterMetricFamily(f"{p}_stored_bytes", "Bytes of responses stored", value=stats.stored_bytes)
         yield CounterMetricFamily(
             f"{p}_evicted_bytes", "Bytes evicted from L1 for space or expiry", value=stats.evicted_bytes

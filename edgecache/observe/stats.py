@@ -19,6 +19,8 @@ def tier_of(outcome: Outcome) -> str:
         return _TIERS.get(outcome.reason, "l1") if outcome.reason is not None else "l1"
     if outcome.reason is Reason.STALE_IF_ERROR or outcome.reason is Reason.REVALIDATED:
         return "l1"  # the body came from storage although the app was asked
+    if outcome.reason is Reason.LEASE:
+        return "l2"  # another node's fetch, read from L2
     return "origin"
 
 
@@ -28,6 +30,7 @@ class CacheStats:
         "evicted_bytes",
         "hits",
         "invalidations",
+        "lease",
         "origin_fetches",
         "outcomes",
         "stored_bytes",
@@ -41,6 +44,9 @@ class CacheStats:
         self.stored_bytes = 0
         self.evicted_bytes = 0
         self.invalidations = 0  # invalidation requests applied (purges, unsafe-method drops)
+        # Cross-node coalescing (edgecache.lease.Leases): won, took_over, stored, pass, timeout, unavailable,
+        # release_errors, stored_missing (``=stored`` seen but nothing usable in L2).
+        self.lease: Counter[str] = Counter()
 
     def count(self, outcome: Outcome) -> None:
         reason = outcome.reason.value if outcome.reason is not None else ("stored" if outcome.stored else "")
