@@ -141,24 +141,30 @@ class Leases:
             return LeaseOutcome.FALLBACK, None
         key = self.key(digest)
         token = b"h:" + uuid.uuid4().hex.encode()
+        loop = asyncio.get_running_loop()
+        # The bound is checked here, not only by cancelling the wait: Python 3.11 can lose a cancellation
+        # that lands while redis-py completes a send, and the wait must end anyway.
+        deadline = loop.time() + self.wait
         attempt = 0
         self.waiting += 1
         try:
-            async with asyncio.timeout(self.wait):
-                while True:
-                    value = await self._call(_ACQUIRE, key, token, self._ttl_ms)
-                    state = read_state(value if isinstance(value, bytes) else None, token)
-                    if state is LeaseState.WON:
-                        self.counters["took_over" if attempt else "won"] += 1
-                        return LeaseOutcome.WON, self._hold(key, token)
-                    if state is LeaseState.STORED:
-                        self.counters["stored"] += 1
-                        return LeaseOutcome.STORED, None
-                    if state is LeaseState.PASS:
-                        self.counters["pass"] += 1
-                        return LeaseOutcome.PASS, None
-                    await asyncio.sleep(poll_delay(attempt))
-                    attempt += 1
+            while True:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError
+                value = await self._call(_ACQUIRE, key, token, self._ttl_ms, within=left)
+                state = read_state(value if isinstance(value, bytes) else None, token)
+                if state is LeaseState.WON:
+                    self.counters["took_over" if attempt else "won"] += 1
+                    return LeaseOutcome.WON, self._hold(key, token)
+                if state is LeaseState.STORED:
+                    self.counters["stored"] += 1
+                    return LeaseOutcome.STORED, None
+                if state is LeaseState.PASS:
+                    self.counters["pass"] += 1
+                    return LeaseOutcome.PASS, None
+                await asyncio.sleep(max(0.0, min(poll_delay(attempt), deadline - loop.time())))
+                attempt += 1
         except TimeoutError:
             self.counters["timeout"] += 1
             # The attempt cut short may have taken the lease without our knowing: give it back.
@@ -166,6 +172,8 @@ class Leases:
             return LeaseOutcome.FALLBACK, None
         except LeaseUnavailable as error:
             self.counters["unavailable"] += 1
+            # A timed-out script may still run later (a paused server answers nothing but runs it).
+            self._spawn(self._drop(key, token), self._releases)
             logger.warning("edgecache: lease unavailable, coalescing locally only: %s", error)
             return LeaseOutcome.FALLBACK, None
         except BaseException:
@@ -221,15 +229,26 @@ class Leases:
 
     # -- Redis ------------------------------------------------------------------------------------------
 
-    async def _call(self, script: str, key: str, *args: bytes | int) -> Any:
+    async def _call(self, script: str, key: str, *args: bytes | int, within: float | None = None) -> Any:
+        """One script, bounded by ``redis_timeout`` (or the shorter ``within``: a waiter's deadline, which
+        raises ``TimeoutError`` and says nothing against Redis)."""
+        limit = self._op_timeout if within is None else min(self._op_timeout, within)
         try:
-            async with asyncio.timeout(self._op_timeout):
+            async with asyncio.timeout(limit):
                 return await self._client.execute_command("EVAL", script, 1, key, *args)
-        except (RedisError, OSError) as error:  # OSError covers TimeoutError from asyncio.timeout
-            if self._breaker is not None and not isinstance(error, ResponseError):
-                # (a ResponseError is an answer: Redis is up) The same breaker as L2's: one Redis.
-                self._breaker.failed(self._clock())
+        except TimeoutError:
+            if limit < self._op_timeout:
+                raise
+            self._failed()
+            raise LeaseUnavailable(f"redis did not answer within {limit:g} s") from None
+        except (RedisError, OSError) as error:
+            if not isinstance(error, ResponseError):  # a ResponseError is an answer: Redis is up
+                self._failed()
             raise LeaseUnavailable(f"redis {type(error).__name__}: {error}") from error
+
+    def _failed(self) -> None:
+        if self._breaker is not None:
+            self._breaker.failed(self._clock())  # the same breaker as L2's: one Redis
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], group: set[asyncio.Task[None]]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
