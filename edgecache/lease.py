@@ -10,7 +10,7 @@ as before), so a node has at most one request per key asking Redis. It runs one 
   in one script, by ``=stored`` (waiters read L2), ``=pass`` (not shareable: waiters go to the origin at once;
   it stays for ``hit_for_miss_ttl`` so later misses elsewhere don't wait either), or deletes it (origin error,
   refused fill, cancelled request: one waiter takes over). The release runs off the request path.
-- another node holds it: look again after 2, 4, 8 … ms, then every 50 ms (``core.lease.poll_delay``). A look
+- another node holds it: look again after 2, 4, 8, 16 ms, then every 25 ms (``core.lease.poll_delay``). A look
   is the same script, so a lease that expired because its holder died is taken by the next waiter that
   looks: still one origin call.
 - ``lease_wait`` bounds the whole wait; then, or on any Redis error, with L2's circuit breaker not closed, or
@@ -18,9 +18,9 @@ as before), so a node has at most one request per key asking Redis. It runs one 
 
 Why polling rather than pub/sub: a waiter has to look at the lease key anyway to notice a dead holder (no
 message ever comes from a dead node), pub/sub delivers at most once, and one cheap single-key script every
-50 ms from at most one request per node and key costs Redis little. It needs no extra connection or
+25 ms from at most one request per node and key costs Redis little. It needs no extra connection or
 subscription, and behaves the same on standalone, Sentinel and Cluster (where classic ``PUBLISH`` would
-be broadcast to every shard). The price is up to 50 ms added to a waiter after a slow fill.
+be broadcast to every shard). The price is up to 25 ms (plus the L2 write) added to a waiter after the fill.
 
 Every call is bounded by ``redis_timeout``; a cancelled call disconnects its connection in redis-py, so no
 unread reply is left in the pool. A request cancelled while it holds the lease releases it in the background.

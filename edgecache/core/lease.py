@@ -23,10 +23,10 @@ PASS: Final = b"=pass"
 STORED_MARKER_MS: Final = 2000
 # ``=pass`` stays as long as hit-for-miss does, and at least this long so that current waiters see it.
 PASS_MARKER_MIN_MS: Final = 2000
-# A waiting node looks again after 2, 4, 8 … ms, then every 50 ms: the first looks are cheap for a fast
+# A waiting node looks again after 2, 4, 8, 16 ms, then every 25 ms: the first looks are cheap for a fast
 # origin; the cap bounds what a waiter adds to a slow one.
 FIRST_POLL: Final = 0.002
-POLL_CAP: Final = 0.05
+POLL_CAP: Final = 0.025
 
 
 class LeaseState(StrEnum):
