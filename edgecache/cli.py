@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Final, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
@@ -204,10 +205,11 @@ _PROXY_SETTINGS: Final = {
 def add_proxy(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "proxy",
-        help="run a caching reverse proxy (sidecar) in front of one upstream",
+        help="run a caching reverse proxy (sidecar) in front of one upstream and its read replicas",
         description=(
-            "Forward every request to --upstream (only ever that one, whatever the request says), caching "
-            "responses by RFC 9111 on the same engine as the middleware. Health, readiness, metrics and "
+            "Forward every request to --upstream (only ever that one, whatever the request says), or cache "
+            "misses of GET/HEAD to a healthy --replica, caching responses by RFC 9111 on the same engine as "
+            "the middleware. Health, readiness, metrics and "
             "purges are on --admin-listen only: GET /healthz, GET /readyz, GET /metrics, POST /purge "
             f"(Authorization: Bearer ${ENV_ADMIN_TOKEN}). SIGTERM stops accepting, lets in-flight requests "
             "finish within --shutdown-timeout, and exits 0."
@@ -224,6 +226,68 @@ def add_proxy(subparsers: Subparsers) -> None:
         "--upstream",
         metavar="URL",
         help="http(s)://host[:port] to forward to (required; $EDGECACHE_UPSTREAM)",
+    )
+    add(
+        "--replica",
+        dest="replicas",
+        action="append",
+        metavar="URL",
+        help="a read replica of the upstream: GET/HEAD that reach upstream go to the healthy replica with "
+        "the fewest requests in flight, everything else to --upstream; repeatable "
+        "(default: none; $EDGECACHE_REPLICAS, comma-separated)",
+    )
+    add(
+        "--read-your-writes-window",
+        metavar="SECONDS",
+        help="after a client's unsafe request (POST, PUT...), its reads go to --upstream for this long, and "
+        "so do refills of what the cache just invalidated; 0 turns both off "
+        f"(default {DEFAULT_READ_YOUR_WRITES_WINDOW:g}; $EDGECACHE_READ_YOUR_WRITES_WINDOW)",
+    )
+    add(
+        "--health-path",
+        metavar="PATH",
+        help="what active health checks GET on each upstream; any status below 500 is healthy "
+        "(default /; $EDGECACHE_HEALTH_PATH)",
+    )
+    add(
+        "--health-interval",
+        metavar="SECONDS",
+        help=f"time between health probes; 0 turns active checks off "
+        f"(default {_HEALTH.interval:g}; $EDGECACHE_HEALTH_INTERVAL)",
+    )
+    add(
+        "--health-timeout",
+        metavar="SECONDS",
+        help=f"a probe slower than this fails (default {_HEALTH.timeout:g}; $EDGECACHE_HEALTH_TIMEOUT)",
+    )
+    add(
+        "--health-window",
+        metavar="N",
+        help=f"how many recent probes count (default {_HEALTH.window}; $EDGECACHE_HEALTH_WINDOW)",
+    )
+    add(
+        "--health-threshold",
+        metavar="N",
+        help="healthy while at least N of the window's probes succeeded "
+        f"(default {_HEALTH.threshold}; $EDGECACHE_HEALTH_THRESHOLD)",
+    )
+    add(
+        "--health-initial",
+        metavar="N",
+        help="probes counted as good at start-up (default threshold - 1: sick until the first good probe, "
+        "which start-up waits for; $EDGECACHE_HEALTH_INITIAL)",
+    )
+    add(
+        "--upstream-breaker-failures",
+        metavar="N",
+        help="consecutive connect errors, timeouts or broken connections that eject an upstream "
+        f"(default {DEFAULT_BREAKER_FAILURES}; $EDGECACHE_UPSTREAM_BREAKER_FAILURES)",
+    )
+    add(
+        "--upstream-breaker-reset",
+        metavar="SECONDS",
+        help="how long an ejected upstream waits before one trial request "
+        f"(default {DEFAULT_BREAKER_RESET:g}; $EDGECACHE_UPSTREAM_BREAKER_RESET)",
     )
     add("--listen", metavar="HOST:PORT", help="where to serve the proxy (required; $EDGECACHE_LISTEN)")
     add(
@@ -291,6 +355,12 @@ def add_proxy(subparsers: Subparsers) -> None:
 
 ENV_ADMIN_TOKEN: Final = "EDGECACHE_ADMIN_TOKEN"
 DEFAULT_ADMIN_LISTEN: Final = "127.0.0.1:9901"
+# The proxy's upstream defaults, repeated here so that `edgecache.cli` imports without httpx and uvicorn
+# (tests/proxy/test_cli_proxy.py checks they match edgecache.proxy.upstreams).
+DEFAULT_READ_YOUR_WRITES_WINDOW: Final = 5.0
+DEFAULT_BREAKER_FAILURES: Final = 5
+DEFAULT_BREAKER_RESET: Final = 5.0
+_HEALTH: Final = SimpleNamespace(path="/", interval=2.0, timeout=1.0, window=5, threshold=3)
 
 
 def _proxy_option(args: argparse.Namespace, dest: str) -> tuple[object, str] | None:
@@ -309,6 +379,7 @@ def run_proxy(args: argparse.Namespace) -> int:
     from edgecache.config import ConfigError, Settings, parse_bool, parse_seconds, parse_size  # noqa: PLC0415
     from edgecache.proxy import server  # noqa: PLC0415 - uvicorn and httpx only when proxying
     from edgecache.proxy.app import Limits, UpstreamURLError, parse_trusted, parse_upstream  # noqa: PLC0415
+    from edgecache.proxy.upstreams import HealthConfig  # noqa: PLC0415
 
     parser: argparse.ArgumentParser = args.parser
 
@@ -329,6 +400,17 @@ def run_proxy(args: argparse.Namespace) -> int:
         parse_upstream(str(upstream))
     except UpstreamURLError as error:
         parser.error(f"--upstream: {error}")
+    if args.replicas is not None:
+        replicas: list[str] = args.replicas
+        replicas_source = "--replica"
+    else:
+        replicas = [r.strip() for r in (_env("EDGECACHE_REPLICAS") or "").split(",") if r.strip()]
+        replicas_source = "EDGECACHE_REPLICAS"
+    for replica in replicas:
+        try:
+            parse_upstream(replica)
+        except UpstreamURLError as error:
+            parser.error(f"{replicas_source}: {error}")
     listen = get("listen", _listen)
     if listen is None:
         parser.error("proxy needs --listen HOST:PORT (or EDGECACHE_LISTEN)")
@@ -338,6 +420,22 @@ def run_proxy(args: argparse.Namespace) -> int:
     read_timeout = get("read_timeout", _positive_seconds, 60.0)
     shutdown_timeout = get("shutdown_timeout", parse_seconds, 10.0)
     preserve_host = bool(get("preserve_host", parse_bool, False))
+    ryw_window = get("read_your_writes_window", parse_seconds, DEFAULT_READ_YOUR_WRITES_WINDOW)
+    breaker_failures = get("upstream_breaker_failures", _positive_count, DEFAULT_BREAKER_FAILURES)
+    breaker_reset = get("upstream_breaker_reset", parse_seconds, DEFAULT_BREAKER_RESET)
+    health_options = {
+        "path": get("health_path", str, _HEALTH.path),
+        "interval": get("health_interval", parse_seconds, _HEALTH.interval),
+        "timeout": get("health_timeout", _positive_seconds, _HEALTH.timeout),
+        "window": get("health_window", _positive_count, _HEALTH.window),
+        "threshold": get("health_threshold", _positive_count, _HEALTH.threshold),
+        "initial": get("health_initial", _count, None),
+    }
+    try:
+        health = HealthConfig(**health_options)  # type: ignore[arg-type]
+    except ValueError as error:
+        # HealthConfig's messages start with the option's name: "health window must be..."
+        parser.error(f"--health-{str(error).split()[1]}: {error}")
     if args.trusted_proxies is not None:
         trusted_raw: list[str] = args.trusted_proxies
         trusted_source = "--trusted-proxy"
@@ -371,6 +469,11 @@ def run_proxy(args: argparse.Namespace) -> int:
         listen,
         admin_listen,
         settings=settings,
+        replicas=replicas,
+        read_your_writes_window=ryw_window,
+        health=health,
+        breaker_failures=breaker_failures,
+        breaker_reset=breaker_reset,
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         limits=Limits(max_request_body=int(max_body)),  # type: ignore[call-overload]
@@ -394,6 +497,20 @@ def _positive_size(value: object) -> int:
     if size <= 0:
         raise ValueError(f"expected a positive size, got {value!r}")
     return size
+
+
+def _count(value: object) -> int:
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return int(text)
+
+
+def _positive_count(value: object) -> int:
+    count = _count(value)
+    if count < 1:
+        raise ValueError(f"expected at least 1, got {value!r}")
+    return count
 
 
 def _positive_seconds(value: object) -> float:

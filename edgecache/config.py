@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from edgecache.core.policy import DEFAULT_CACHEABLE_STATUSES, NEVER_STORED
+from edgecache.stores.redis_connect import BadRedisUrl, check_redis_url
 
 
 class ConfigError(ValueError):
@@ -186,8 +187,11 @@ class Settings:
             raise ConfigError("namespace: use 1 to 64 characters of letters, digits and _ . : -")
         if self.max_object_bytes > self.l1_max_bytes:
             raise ConfigError("max_object_bytes: must not exceed l1_max_bytes")
-        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("redis_url: expected redis://, rediss:// or unix:// URL")
+        if self.redis_url is not None:
+            try:
+                check_redis_url(self.redis_url, cluster=self.redis_cluster)
+            except BadRedisUrl as bad:
+                raise ConfigError(f"redis_url: {bad}") from None
         for name in ("redis_timeout", "subscriber_heartbeat", "generation_check_interval", "l1_max_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be greater than 0")

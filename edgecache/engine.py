@@ -146,6 +146,9 @@ class Cache:
         self._background: set[asyncio.Task[Any]] = set()
         self._invalidation_seq = 0
         self._invalidations: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=INVALIDATION_LOG_SIZE)
+        # When each recent invalidation was applied (clock time): the proxy sends refills of what was just
+        # invalidated to its primary, since a read replica may still hold the old data.
+        self._invalidated_at: deque[tuple[float, frozenset[str] | None]] = deque(maxlen=INVALIDATION_LOG_SIZE)
 
     # -- lookups and fills ----------------------------------------------------------------------------
 
@@ -337,6 +340,23 @@ class Cache:
         self.stats.invalidations += 1
         self._invalidation_seq += 1
         self._invalidations.append((self._invalidation_seq, tags))
+        self._invalidated_at.append((self.clock(), tags))
+
+    def invalidated_within(self, seconds: float, tags: frozenset[str], *, strict: bool = False) -> bool:
+        """Whether an invalidation applied in the last ``seconds`` may have covered a response carrying
+        ``tags`` (its internal URI, path and prefix tags). A purge-all counts; so does a purge by any other
+        tag unless ``strict``, since which URIs carry a ``Surrogate-Key`` is known only from responses."""
+        if seconds <= 0 or not self._invalidated_at:
+            return False
+        since = self.clock() - seconds
+        for at, purged in reversed(self._invalidated_at):
+            if at < since:
+                return False
+            if purged is None or purged & tags:
+                return True
+            if not strict and any(not t.startswith(_INTERNAL_TAG_PREFIXES) for t in purged):
+                return True
+        return False
 
     # -- background work and observation ----------------------------------------------------------------
 
@@ -387,6 +407,9 @@ class Cache:
             await self.leases.aclose()
         await self.store.aclose()
 
+
+# The internal tags (keys.uri_tag, path_tag, prefix_tags) that a request's URI alone determines.
+_INTERNAL_TAG_PREFIXES = ("uri:", "path:", "pfx:")
 
 # Every printable ASCII character but the space: left as it is in a path given to ``invalidate``.
 _PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
