@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from starlette.types import Receive, Scope, Send
 
 from edgecache import Cache, CacheInterceptor, Settings
@@ -25,10 +26,12 @@ from edgecache.observe.prometheus import CacheCollector
 from edgecache.stores.redis import RedisStore
 from tests.redis_server import RedisServer
 from tests.shared.test_invalidation import (
+    ACROSS_DEPLOYMENTS,
     BASE_URL,
     CHECK_INTERVAL,
     HEARTBEAT,
     WITHIN,
+    Deployment,
     Node,
     Origin,
     OriginSpy,
@@ -56,8 +59,24 @@ def origin() -> Origin:
 
 
 @pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, socket_timeout=5.0)
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    """The Redis the nodes share: the session's standalone server unless parametrized (flushed either way)."""
+    kind = getattr(request, "param", "standalone")
+    if kind == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.reset()
+        return Deployment(kind, cluster.url, {"redis_cluster": True})
+    if kind == "sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        sentinel.reset()
+        return Deployment(kind, sentinel.url, {})
+    return Deployment(kind, request.getfixturevalue("redis_url"), {})
+
+
+@pytest.fixture
+async def raw(deployment: Deployment) -> AsyncIterator[Redis | RedisCluster]:
+    """A plain client, as another (crashed or stuck) node would have used."""
+    client = deployment.client()
     try:
         yield client
     finally:
@@ -65,13 +84,13 @@ async def raw(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def make_node(redis_url: str, namespace: str, origin: Origin) -> AsyncIterator[NodeFactory]:
+async def make_node(deployment: Deployment, namespace: str, origin: Origin) -> AsyncIterator[NodeFactory]:
     made: list[Node] = []
 
     async def make(name: str, **options: Any) -> Node:
         settings = Settings.load(
             {
-                "redis_url": redis_url,
+                "redis_url": deployment.url,
                 "namespace": namespace,
                 "default_ttl": 60,
                 "subscriber_heartbeat": HEARTBEAT,
@@ -80,6 +99,7 @@ async def make_node(redis_url: str, namespace: str, origin: Origin) -> AsyncIter
                 "coalesce_across_nodes": True,
                 "lease_ttl": 1.5,
                 "lease_wait": LEASE_WAIT,
+                **deployment.options,
                 **options,
             },
             environ={},
@@ -127,6 +147,7 @@ async def holding(
 # ------------------------------------------------------------------------------------------- one fetch
 
 
+@ACROSS_DEPLOYMENTS
 async def test_concurrent_misses_on_two_nodes_make_one_origin_call(
     make_node: NodeFactory, origin: Origin
 ) -> None:
@@ -183,7 +204,7 @@ async def test_the_lease_is_counted_in_stats_and_prometheus(make_node: NodeFacto
 
 
 async def test_a_fetch_longer_than_lease_ttl_keeps_its_lease(
-    make_node: NodeFactory, origin: Origin, raw: Redis
+    make_node: NodeFactory, origin: Origin, raw: Redis | RedisCluster
 ) -> None:
     a = await make_node("a")
     task, release = await holding(a, origin, "/slow")
@@ -225,8 +246,9 @@ async def test_a_holder_cancelled_mid_fetch_lets_a_waiter_take_over(
     assert leases(b).counters["timeout"] == 0
 
 
+@ACROSS_DEPLOYMENTS
 async def test_a_dead_holders_lease_expires_and_a_waiter_takes_over(
-    make_node: NodeFactory, origin: Origin, raw: Redis
+    make_node: NodeFactory, origin: Origin, raw: Redis | RedisCluster
 ) -> None:
     b = await make_node("b")
     # A node that took the lease and died: nobody renews or releases it.
@@ -241,7 +263,7 @@ async def test_a_dead_holders_lease_expires_and_a_waiter_takes_over(
 
 
 async def test_a_waiter_never_waits_past_lease_wait(
-    make_node: NodeFactory, origin: Origin, raw: Redis
+    make_node: NodeFactory, origin: Origin, raw: Redis | RedisCluster
 ) -> None:
     b = await make_node("b", lease_wait=0.3)
     await raw.set(leases(b).key(digest_of("/r")), b"h:stuck-node", px=60_000)
@@ -290,6 +312,7 @@ async def test_an_origin_error_lets_one_waiter_fetch_at_once(make_node: NodeFact
 # ------------------------------------------------------------------------------------- not shareable
 
 
+@ACROSS_DEPLOYMENTS
 async def test_an_unshareable_response_sends_waiters_to_the_origin_at_once(
     make_node: NodeFactory, origin: Origin
 ) -> None:
@@ -378,7 +401,7 @@ async def test_stopped_redis_falls_back_to_local_coalescing(
 
 
 async def test_a_waiter_cancelled_mid_call_leaves_no_unread_reply(
-    redis_url: str, redis_server: RedisServer, raw: Redis, namespace: str
+    redis_url: str, redis_server: RedisServer, raw: Redis | RedisCluster, namespace: str
 ) -> None:
     # One connection, so a reply left unread by the cancelled script would be the next command's.
     store = RedisStore.from_url(redis_url, namespace=namespace, op_timeout=10.0, max_connections=1)
@@ -402,7 +425,9 @@ async def test_a_waiter_cancelled_mid_call_leaves_no_unread_reply(
         await store.aclose()
 
 
-async def test_a_lease_already_stored_is_reported_without_waiting(redis_url: str, raw: Redis) -> None:
+async def test_a_lease_already_stored_is_reported_without_waiting(
+    redis_url: str, raw: Redis | RedisCluster
+) -> None:
     client = Redis.from_url(redis_url)
     leases_ = Leases(client, namespace="ns", ttl=5.0, wait=5.0, op_timeout=1.0)
     try:
