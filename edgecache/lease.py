@@ -47,6 +47,9 @@ from edgecache.core.lease import LeaseState, lease_key, poll_delay, read_state, 
 
 logger = logging.getLogger("edgecache")
 
+STOP_ATTEMPTS: Final = 20
+STOP_WAIT: Final = 0.1  # seconds per attempt: aclose() stops its tasks within about two seconds
+
 # KEYS[1] lease; ARGV: token, ttl ms. Returns the token when taken, else what the key holds.
 _ACQUIRE: Final = (
     "if redis.call('SET',KEYS[1],ARGV[1],'NX','PX',ARGV[2]) then return ARGV[1] end "
@@ -122,6 +125,7 @@ class Leases:
         self.waiting = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._releases: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     def key(self, digest: str) -> str:
         return lease_key(self.namespace, digest)
@@ -190,7 +194,7 @@ class Leases:
 
     async def _renew(self, key: str, token: bytes) -> None:
         """Keep the lease while its holder fetches; a dead holder stops renewing and its lease expires."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.ttl / 3)
             try:
                 if not await self._call(_RENEW, key, token, self._ttl_ms):
@@ -257,8 +261,15 @@ class Leases:
 
     async def aclose(self) -> None:
         """Let pending releases finish (each is bounded by the Redis timeout), then stop renewing."""
+        self._closing = True
         if self._releases:
             await asyncio.wait(set(self._releases), timeout=self._op_timeout * 2 + self.ttl)
-        for task in [*self._releases, *self._tasks]:
-            task.cancel()
-        await asyncio.gather(*self._releases, *self._tasks, return_exceptions=True)
+        tasks = {*self._releases, *self._tasks}
+        # redis-py can swallow a cancellation (Python 3.11): cancel again until they end, bounded.
+        for _ in range(STOP_ATTEMPTS):
+            tasks = {task for task in tasks if not task.done()}
+            if not tasks:
+                break
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=STOP_WAIT)
