@@ -436,3 +436,24 @@ async def test_a_lease_already_stored_is_reported_without_waiting(
     finally:
         await leases_.aclose()
         await client.aclose()
+
+
+async def test_a_release_never_touches_a_lease_taken_by_another_node(
+    redis_url: str, raw: Redis | RedisCluster
+) -> None:
+    client = Redis.from_url(redis_url)
+    leases_ = Leases(client, namespace="ns", ttl=5.0, wait=5.0, op_timeout=1.0)
+    try:
+        outcome, lease = await leases_.acquire("f" * 64)
+        assert outcome is LeaseOutcome.WON
+        assert lease is not None
+        # Ours expired (a long pause of this process) and another node took it over.
+        await raw.set(lease.key, b"h:the-next-holder", px=5000)
+
+        leases_.release(lease, "f" * 64, stored=False, unshareable=False)
+        await leases_.aclose()  # waits for the release
+
+        assert await raw.get(lease.key) == b"h:the-next-holder"
+        assert lease.renewer.done()
+    finally:
+        await client.aclose()
