@@ -122,10 +122,18 @@ def _splice(
 _QUOTES = {"idq": '"', "isq": "'", "qdq": '"', "qsq": "'", "raw": ""}
 
 
+_ESCAPES: dict[str, Callable[[str], str]] = {
+    '"': partial(_escape_string, quote='"'),
+    "'": partial(_escape_string, quote="'"),
+    "": _escape_unquoted,
+}
+
+
 def rewrite_css(matcher: UrlMatcher, text: str, outer: Callable[[str], str] | None = None) -> str | None:
     """``text`` with its asset URLs on the CDN, or ``None`` when nothing changed. ``outer`` encodes the text
     that is written (not the text that is kept) for where the CSS sits: an HTML attribute value."""
     origin = matcher.origin
+    plan_of = matcher.plan
     out: list[str] = []
     last = 0
     pos = 0
@@ -139,15 +147,24 @@ def rewrite_css(matcher: UrlMatcher, text: str, outer: Callable[[str], str] | No
         if group is None:
             continue  # a bad url( token: left alone
         raw = m.group(group)
-        quote = _QUOTES[group]
-        decoded = unescape(raw) if "\\" in raw else raw
-        plan = matcher.plan(decoded)
-        if plan is None:
-            continue
+        escape = _ESCAPES[_QUOTES[group]]
+        if "\\" in raw:
+            decoded = unescape(raw)
+            plan = plan_of(decoded)
+            if plan is None:
+                continue
+            new = _splice(origin, raw, plan, decoded, escape, outer)
+        else:
+            plan = plan_of(raw)
+            if plan is None:
+                continue
+            drop, insert_at, tail = plan
+            if tail:
+                tail = escape(tail) if outer is None else outer(escape(tail))
+            new = escape(origin) + raw[drop:insert_at] + tail + raw[insert_at:]
         start = m.start(group)
-        escape: Callable[[str], str] = partial(_escape_string, quote=quote) if quote else _escape_unquoted
         out.append(text[last:start])
-        out.append(_splice(origin, raw, plan, decoded, escape, outer))
+        out.append(new)
         last = start + len(raw)
     if not out:
         return None
