@@ -3,7 +3,7 @@
 A small CSS tokenizer (CSS Syntax Level 3, only as far as URLs need it): comments and strings are consumed
 whole, so ``content: "url(/static/x)"`` and ``/* url(/static/x) */`` stay as they are. Recognised:
 ``url(/a)``, ``url( "/a" )``, ``url('/a')`` (any case), ``@import "/a"``, ``@import '/a'`` and
-``@import url(/a)``, ``image-set("/a" 1x)`` strings are not (they are rare; ``image-set(url(/a) 1x)`` is).
+``@import url(/a)``. Bare strings in ``image-set("/a" 1x)`` are not (``image-set(url(/a) 1x)`` is).
 Escapes (``\\2f``, ``\\)``) are decoded to decide and to build the new URL; a URL whose text is written
 without escapes keeps every byte of the author's text, only the CDN origin is inserted.
 """
