@@ -25,18 +25,20 @@ _ESCAPED = r"\\[0-9A-Fa-f]{1,6}(?:\r\n|[ \t\n\r\f])?|\\[^\n\r\f0-9A-Fa-f]"
 _IMAGE_SET = r"(?:-[Ww][Ee][Bb][Kk][Ii][Tt]-)?[Ii][Mm][Aa][Gg][Ee]-[Ss][Ee][Tt]"
 # Whitespace and comments between ``@import`` and its string.
 _IMPORT_GAP = rf"(?:{_WS}|/\*.*?\*/)*+"
-# Everything that holds no URL, consumed at C speed from where the last match ended: other characters,
-# comments, strings (a string cut by a newline ends there, as a "bad string"), identifiers (whole, so that
-# ``xurl(`` and ``my-url(`` are not ``url(``), at-keywords other than an ``@import`` followed by a string,
-# escapes (an escaped ``u\72l(`` is left alone).
+# Everything that holds no URL, consumed at C speed from where the last match ended: comments, strings (a
+# string cut by a newline ends there, as a "bad string"), at-keywords other than an ``@import`` followed by a
+# string, escapes (an escaped ``u\72l(`` is left alone), and all other text in long runs. ``u``, ``i`` and
+# ``-`` stop a run: inside a word (``xurl(``, ``my-url(``) they are text, at its start they may begin
+# ``url(`` or ``image-set(``.
 _BORING = rf"""
-    [^/"'@\w\\-]++
+    [^/"'@\\uUiI-]++
   | /\*.*?(?:\*/|\Z)
   | /
   | "{_DQ_BODY}(?:"|(?=[\n\r\f])|\Z)
   | '{_SQ_BODY}(?:'|(?=[\n\r\f])|\Z)
   | @(?![Ii][Mm][Pp][Oo][Rr][Tt]{_IMPORT_GAP}["'])[\w-]*+
-  | (?!{_IMAGE_SET}\(|[Uu][Rr][Ll]\()[\w-]++
+  | (?<=[\w-])[uUiI-]++
+  | (?!{_IMAGE_SET}\(|[Uu][Rr][Ll]\()[uUiI-]
   | \\.?
 """
 # The next URL: ``@import "…"`` (``idq``/``isq``) or ``url(…)`` quoted (``qdq``/``qsq``) or not (``raw``), or
