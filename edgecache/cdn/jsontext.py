@@ -70,7 +70,8 @@ def rewrite_json(matcher: UrlMatcher, text: str) -> str | None:
     if not out:
         return None
     try:
-        json.loads(text)
+        # a byte order mark may precede JSON (RFC 8259 §8.1 lets parsers ignore it; Python's refuses it)
+        json.loads(text[1:] if text.startswith("\ufeff") else text)
     except (ValueError, RecursionError):  # invalid, or nested deeper than the parser goes: left alone
         return None
     out.append(text[last:])
