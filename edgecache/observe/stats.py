@@ -24,6 +24,8 @@ def tier_of(outcome: Outcome) -> str:
 
 class CacheStats:
     __slots__ = (
+        "cdn",
+        "cdn_purges",
         "coalesced",
         "evicted_bytes",
         "hits",
@@ -41,6 +43,9 @@ class CacheStats:
         self.stored_bytes = 0
         self.evicted_bytes = 0
         self.invalidations = 0  # invalidation requests applied (purges, unsafe-method drops)
+        # CDN asset rewriting: responses by result (rewritten, unchanged, or why the body passed untouched).
+        self.cdn: Counter[str] = Counter()
+        self.cdn_purges: Counter[tuple[str, str]] = Counter()  # (provider, ok | error) → provider calls
 
     def count(self, outcome: Outcome) -> None:
         reason = outcome.reason.value if outcome.reason is not None else ("stored" if outcome.stored else "")
