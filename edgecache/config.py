@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from edgecache.core.policy import DEFAULT_CACHEABLE_STATUSES, NEVER_STORED
+from edgecache.shadow import ShadowSpec, parse_shadow
 
 
 class ConfigError(ValueError):
@@ -153,6 +154,8 @@ class Settings:
     key_host: str | None = None
     cdn_origin: str | None = None
     cdn_paths: tuple[str, ...] = ()
+    # A candidate configuration simulated beside the live cache (edgecache.shadow); None: off.
+    shadow: ShadowSpec | None = None
 
     @classmethod
     def load(cls, options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
@@ -229,6 +232,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "key_host": parse_optional_str,
     "cdn_origin": parse_optional_str,
     "cdn_paths": parse_list,
+    "shadow": lambda v: parse_shadow(v, parse_size),
 }
 assert set(_PARSERS) == {f.name for f in fields(Settings)}, "every setting needs a parser"
 
