@@ -13,6 +13,16 @@ Redis pub/sub delivers at most once, so every way a message can be lost has a na
 
 Each message is applied once per ``id``: a node claims the L2 clean-up with ``SET <ns>:claim:<id> NX``
 (the publisher claims its own messages before publishing), every node drops the matches from its L1.
+
+Deployments (``redis_url``, see ``stores.redis_connect``):
+- Sentinel: the subscriber and the publishers talk to the current master. A forced failover can leave the
+  old master running, and taking writes and publishes, until Sentinel turns it into a replica, so the
+  generation watcher also asks the sentinels where the master is: when it moved, L2's idle connections are
+  dropped and the subscription is made again on the new master (an outage of the channel, as above).
+- Redis Cluster: invalidations are sent with SPUBLISH, which only reaches the shard that owns
+  ``<ns>:invalidate``; the subscriber connects to that shard's primary and listens to the channel both
+  ways, sharded and classic, so a plain PUBLISH (redis-cli, another language) still works. Domain events
+  stay on classic PUBLISH. A message heard both ways is applied once (per ``id``).
 """
 
 from __future__ import annotations
@@ -22,14 +32,21 @@ import logging
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import RedisError
 
-from edgecache.bus.redis import InvalidationSubscriber, publish_event, publish_invalidation
+from edgecache.bus.redis import (
+    InvalidationSubscriber,
+    publish_event,
+    publish_invalidation,
+    pubsub_client_factory,
+    shard_owner_factory,
+)
 from edgecache.core.invalidation import (
     BadInvalidation,
     DomainEvent,
@@ -65,9 +82,20 @@ class SharedTier:
         self.seen = SeenIds()
         self.generation: str | None = None
         self.counters: Counter[str] = Counter()
+        client = store.l2.client
+        self.cluster = isinstance(client, RedisCluster)
+        # Its own connection: a subscribed connection cannot run other commands. No retries: the
+        # subscriber reconnects with backoff by itself.
+        connect_timeout = max(self._timeout, 1.0)
+        factory: Callable[[], Redis | Awaitable[Redis]]
+        if isinstance(client, RedisCluster):
+            factory = shard_owner_factory(client, self.invalidate_channel, connect_timeout=connect_timeout)
+        else:
+            factory = pubsub_client_factory(self._redis_url, connect_timeout=connect_timeout)
         self.subscriber = InvalidationSubscriber(
-            self._subscriber_client,
+            factory,
             {self.invalidate_channel: self._on_invalidation, self.events_channel: self._on_event},
+            sharded=[self.invalidate_channel] if self.cluster else [],
             on_connected=self._on_connected,
             on_disconnected=self._on_disconnected,
             heartbeat=settings.subscriber_heartbeat,
@@ -79,16 +107,6 @@ class SharedTier:
         self._subscribed = asyncio.Event()
         self._l1_waits_for_generation = False
         store.l2_ready = False  # until the key generation is known: see _adopt
-
-    def _subscriber_client(self) -> Redis:
-        # Its own connection: a subscribed connection cannot run other commands. No retries: the
-        # subscriber reconnects with backoff by itself.
-        return Redis.from_url(
-            self._redis_url,
-            socket_connect_timeout=max(self._timeout, 1.0),
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-        )
 
     @property
     def redis(self) -> Any:
@@ -155,6 +173,7 @@ class SharedTier:
     async def _watch_generation(self) -> None:
         while True:
             try:
+                await self._follow_sentinel_master()
                 if await self.check_generation():
                     if self._l1_waits_for_generation and self.subscriber.connected:
                         await self._use_l1_again()
@@ -163,6 +182,28 @@ class SharedTier:
             except Exception:  # the watcher must outlive any single failure
                 logger.exception("edgecache: generation check failed")
             await asyncio.sleep(self._interval)
+
+    async def _follow_sentinel_master(self) -> None:
+        """Behind Sentinel: ask where the master is; if the subscription is elsewhere, move it (see the
+        module docstring). Asking also makes the L2 pool drop its idle connections to a former master."""
+        pool = getattr(self.redis, "connection_pool", None)
+        if not isinstance(pool, SentinelConnectionPool):
+            return
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError):
+            self.counters["sentinel_errors"] += 1
+            return
+        subscribed_to = self.subscriber.address
+        if subscribed_to is not None and subscribed_to != (str(host), int(port)):
+            self.counters["master_moves"] += 1
+            logger.warning(
+                "edgecache: the Redis master moved to %s:%s; subscribing there (L1 flushed meanwhile)",
+                host,
+                port,
+            )
+            self.subscriber.reconnect()
 
     async def check_generation(self) -> bool:
         """Adopt the token in Redis; create one where there is none (first start, FLUSHALL, failover).
@@ -217,7 +258,7 @@ class SharedTier:
             async with asyncio.timeout(self._timeout * 4):
                 if not self.store.has_pending_purges():
                     await self._claim(invalidation.id)
-                await publish_invalidation(self.redis, self.namespace, invalidation)
+                await publish_invalidation(self.redis, self.namespace, invalidation, sharded=self.cluster)
         except (RedisError, OSError, TimeoutError):
             self.counters["publish_errors"] += 1
             self._unpublished.append(invalidation)

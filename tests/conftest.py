@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: a real redis-server on a free loopback port, shared by the session."""
+"""Suite-wide fixtures: a real redis-server on a free loopback port, a three-node Redis Cluster and a Sentinel
+deployment, each shared by the session and started only when a test asks for it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.redis_server import RedisServer
+from tests.redis_server import LocalCluster, RedisServer, SentinelDeployment
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,17 @@ def redis_url(redis_server: RedisServer) -> str:
     """The session server's URL, running, unpaused and flushed (a previous test may have stopped it)."""
     redis_server.reset()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """A three-master Redis Cluster on loopback, shared by the session (tests flush it themselves)."""
+    with LocalCluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelDeployment]:
+    """A master, a replica and two sentinels, shared by the session; a test that fails over starts its own."""
+    with SentinelDeployment() as deployment:
+        yield deployment

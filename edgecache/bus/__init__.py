@@ -9,6 +9,7 @@ from edgecache.bus.redis import (
     publish_invalidation,
     publisher_client,
     pubsub_client_factory,
+    shard_owner_factory,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "publish_invalidation",
     "publisher_client",
     "pubsub_client_factory",
+    "shard_owner_factory",
 ]

@@ -8,7 +8,9 @@ and the publishing helpers.
         │  └── error ──▶ backing off ─────────────────────────────────────────────────────┘
 
 Each connection attempt builds a fresh client with ``client_factory`` (the subscriber owns it and closes
-it), SUBSCRIBEs to every channel and waits for the server's confirmations, all within ``connect_timeout``;
+it; the factory may be async, e.g. to find the node that owns a sharded channel on Redis Cluster),
+SUBSCRIBEs to every channel, SSUBSCRIBEs to the ``sharded`` ones as well (Redis 7 sharded pub/sub, one
+connection for both kinds) and waits for the server's confirmations, all within ``connect_timeout``;
 only then is the subscriber ``connected`` and ``on_connected()`` awaited. Pub/sub is fire-and-forget: a
 message published while no connection is subscribed is lost, which is what ``on_disconnected()`` tells
 the owner. The two callbacks strictly alternate, starting with ``on_connected`` (so ``on_disconnected`` is
@@ -26,6 +28,11 @@ Reconnecting: capped exponential backoff with jitter, ``delay = min(cap, base·2
 factor in [0.5, 1], where ``n`` counts failures since the last connection that stayed up for at least
 ``cap`` seconds (so a connection that drops right after subscribing cannot make the loop spin).
 
+A channel in ``sharded`` is heard both ways: a classic PUBLISH (which a Cluster broadcasts to every node)
+and an SPUBLISH (which only reaches the shard that owns the channel's slot) call the same handler. When the
+server ends the sharded subscription by itself (its slot moved to another node), or the owner asks for it
+(``reconnect()``, e.g. the Sentinel master moved), the connection is dropped like any lost one.
+
 Message handlers receive the raw payload bytes: parsing and validation are theirs (``parse_invalidation``,
 ``parse_event``). A handler that raises or overruns ``handler_timeout`` is logged and counted in
 ``handler_errors``; the loop goes on. Nothing escapes the task but cancellation.
@@ -34,14 +41,16 @@ Message handlers receive the raw payload bytes: parsing and validation are their
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Final
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -53,6 +62,7 @@ from edgecache.core.invalidation import (
     event_channel,
     invalidation_channel,
 )
+from edgecache.stores.redis_connect import plain_client
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +79,16 @@ class DeadConnection(Exception):
     """The subscribed connection stopped answering (no PONG within the heartbeat)."""
 
 
+class Resubscribe(Exception):
+    """The subscription must move: the server dropped a sharded channel, or ``reconnect()`` was called."""
+
+
 def pubsub_client_factory(
     url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, **client_kwargs: Any
 ) -> Callable[[], Redis]:
-    """A ``client_factory`` for ``InvalidationSubscriber``: a client for ``url`` with short socket timeouts,
-    keepalive, no retries and no redis-py health checks (the subscriber does its own). Nothing connects
-    until the subscriber does."""
+    """A ``client_factory`` for ``InvalidationSubscriber``: a client for ``url`` (standalone, or the master
+    of a ``redis+sentinel://`` service) with short socket timeouts, keepalive, no retries and no redis-py
+    health checks (the subscriber does its own). Nothing connects until the subscriber does."""
     settings: dict[str, Any] = {
         "socket_connect_timeout": connect_timeout,
         "socket_timeout": connect_timeout,
@@ -85,29 +99,71 @@ def pubsub_client_factory(
     }
 
     def make() -> Redis:
-        return Redis.from_url(url, **settings)
+        return plain_client(url, **settings)
+
+    return make
+
+
+def shard_owner_factory(
+    cluster: RedisCluster,
+    channel: str,
+    *,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    **client_kwargs: Any,
+) -> Callable[[], Awaitable[Redis]]:
+    """A ``client_factory`` for a Redis Cluster: each attempt reloads ``cluster``'s slot map (the one that
+    a failed attempt may have outdated) and connects to the primary that owns ``channel``'s slot, the only
+    node where SSUBSCRIBE to it is allowed. Same connection settings as ``pubsub_client_factory``."""
+    settings: dict[str, Any] = {
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": connect_timeout,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        **client_kwargs,
+    }
+    connection = cluster.get_connection_kwargs()
+    for name in ("username", "password", "ssl"):
+        if connection.get(name) is not None:
+            settings.setdefault(name, connection[name])
+
+    async def make() -> Redis:
+        await cluster.initialize()  # the first time: slot map and command table (a no-op afterwards)
+        await cluster.nodes_manager.initialize()  # every time: the slot map as it is now
+        node = cluster.get_node_from_key(channel)
+        if node is None:
+            raise ConnectionError(f"no cluster node owns the slot of {channel!r}")
+        return Redis(host=node.host, port=int(node.port), **settings)
 
     return make
 
 
 def publisher_client(url: str, *, timeout: float = DEFAULT_CONNECT_TIMEOUT, **client_kwargs: Any) -> Redis:
-    """A client for publishing: connect and command timeouts of ``timeout`` seconds, no retries."""
+    """A client for publishing (standalone, or a ``redis+sentinel://`` service's master): connect and
+    command timeouts of ``timeout`` seconds, no retries."""
     settings: dict[str, Any] = {
         "socket_connect_timeout": timeout,
         "socket_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
         **client_kwargs,
     }
-    return Redis.from_url(url, **settings)
+    return plain_client(url, **settings)
 
 
-async def publish_invalidation(client: Redis, namespace: str, inv: Invalidation) -> int:
-    """PUBLISH ``inv`` (validated, see ``encode_invalidation``) on ``<namespace>:invalidate``; returns how
-    many subscribers received it (on Redis Cluster: those of the node that took the PUBLISH)."""
-    return int(await client.publish(invalidation_channel(namespace), encode_invalidation(inv)))
+async def publish_invalidation(
+    client: Redis | RedisCluster, namespace: str, inv: Invalidation, *, sharded: bool = False
+) -> int:
+    """Publish ``inv`` (validated, see ``encode_invalidation``) on ``<namespace>:invalidate``; returns how
+    many subscribers received it. ``sharded``: SPUBLISH (a cluster client sends it to the shard that owns
+    the channel, whose subscribers are counted), else PUBLISH (on a Cluster, broadcast to every node; only
+    the subscribers of the node that took it are counted)."""
+    channel, payload = invalidation_channel(namespace), encode_invalidation(inv)
+    if sharded:
+        return int(await client.spublish(channel, payload))
+    return int(await client.publish(channel, payload))
 
 
-async def publish_event(client: Redis, namespace: str, event: DomainEvent) -> int:
+async def publish_event(client: Redis | RedisCluster, namespace: str, event: DomainEvent) -> int:
     """PUBLISH a domain event on ``<namespace>:events``; returns how many subscribers received it."""
     return int(await client.publish(event_channel(namespace), encode_event(event)))
 
@@ -129,6 +185,8 @@ def _as_bytes(value: object) -> bytes:
     return str(value).encode("utf-8", "surrogateescape")  # a client that decodes responses
 
 
+_DATA_TYPES: Final = (b"message", b"smessage")
+
 STOP_ATTEMPTS = 20
 STOP_WAIT = 0.1  # seconds per attempt: stop() returns within about two seconds whatever redis-py does
 
@@ -137,6 +195,7 @@ class InvalidationSubscriber:
     """Subscribes to ``channels`` (name → async handler of the raw payload) and keeps that subscription
     alive until ``stop()``. See the module docstring for the state machine.
 
+    ``sharded``: channels (among ``channels``) also subscribed with SSUBSCRIBE.
     ``heartbeat``: seconds of silence before a PING, and the seconds a PING may go unanswered.
     ``reconnect_backoff``: ``(base, cap)`` seconds. ``connect_timeout`` bounds connecting plus subscribing
     (default ``max(1, 2 × heartbeat)``). ``clock`` (monotonic seconds) measures silence.
@@ -144,9 +203,10 @@ class InvalidationSubscriber:
 
     def __init__(
         self,
-        client_factory: Callable[[], Redis],
+        client_factory: Callable[[], Redis | Awaitable[Redis]],
         channels: Mapping[str, Handler],
         *,
+        sharded: Collection[str] = (),
         on_connected: Callback,
         on_disconnected: Callback,
         heartbeat: float = 1.0,
@@ -166,6 +226,10 @@ class InvalidationSubscriber:
         self._client_factory = client_factory
         self._channels = dict(channels)
         self._handlers: dict[bytes, Handler] = {name.encode(): h for name, h in channels.items()}
+        if not set(sharded) <= set(channels):
+            raise ValueError("every sharded channel must be one of the channels")
+        self._sharded = tuple(sharded)
+        self._reconnect_requested = False
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._heartbeat = heartbeat
@@ -201,6 +265,25 @@ class InvalidationSubscriber:
     @property
     def channels(self) -> tuple[str, ...]:
         return tuple(self._channels)
+
+    @property
+    def sharded(self) -> tuple[str, ...]:
+        return self._sharded
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) of the subscribed connection, if any."""
+        connection = self._pubsub.connection if self._pubsub is not None else None
+        if connection is None or not self._connected:
+            return None
+        host, port = getattr(connection, "host", None), getattr(connection, "port", None)
+        return (host, int(port)) if isinstance(host, str) and port is not None else None
+
+    def reconnect(self) -> None:
+        """Drop the current subscription (within one heartbeat) and subscribe again from scratch, through
+        ``client_factory``: for when the owner knows the server moved (a Sentinel failover)."""
+        if self._connected:
+            self._reconnect_requested = True
 
     def start(self) -> None:
         """Start the task on the running loop (a no-op while it runs)."""
@@ -282,7 +365,10 @@ class InvalidationSubscriber:
         confirmations (normally none)."""
         early: list[tuple[bytes, bytes]] = []
         async with asyncio.timeout(self._connect_timeout):
-            self._client = self._client_factory()
+            self._reconnect_requested = False
+            made = self._client_factory()
+            client: Redis = await made if inspect.isawaitable(made) else made
+            self._client = client
             self._pubsub = pubsub = self._client.pubsub()
             await pubsub.connect()  # type: ignore[no-untyped-call]
             connection = pubsub.connection
@@ -290,16 +376,19 @@ class InvalidationSubscriber:
                 # Never let redis-py reconnect and resubscribe by itself (see the module docstring).
                 connection.retry = Retry(NoBackoff(), 0)
             await pubsub.subscribe(*self._channels)
-            pending = set(self._handlers)
+            pending = {(b"subscribe", name) for name in self._handlers}
+            if self._sharded:
+                await pubsub.ssubscribe(*self._sharded)
+                pending |= {(b"ssubscribe", name.encode()) for name in self._sharded}
             while pending:
                 message = await pubsub.get_message(timeout=self._connect_timeout)
                 if message is None:
                     continue
                 kind = _as_bytes(message["type"])
                 channel = _as_bytes(message["channel"])
-                if kind == b"subscribe":
-                    pending.discard(channel)
-                elif kind == b"message":
+                if kind in (b"subscribe", b"ssubscribe"):
+                    pending.discard((kind, channel))
+                elif kind in _DATA_TYPES:
                     early.append((channel, _as_bytes(message["data"])))
         return early
 
@@ -310,6 +399,8 @@ class InvalidationSubscriber:
         last_received = self._clock()
         ping_sent: float | None = None
         while True:
+            if self._reconnect_requested:
+                raise Resubscribe("asked to subscribe again")
             now = self._clock()
             if ping_sent is None:
                 wait = last_received + heartbeat - now
@@ -331,8 +422,11 @@ class InvalidationSubscriber:
                 continue
             last_received = self._clock()
             ping_sent = None
-            if _as_bytes(message["type"]) == b"message":
+            kind = _as_bytes(message["type"])
+            if kind in _DATA_TYPES:
                 await self._dispatch(_as_bytes(message["channel"]), _as_bytes(message["data"]))
+            elif kind == b"sunsubscribe":  # never asked for: the channel's slot moved to another node
+                raise Resubscribe(f"the server dropped sharded channel {_as_bytes(message['channel'])!r}")
 
     async def _dispatch(self, channel: bytes, data: bytes) -> None:
         handler = self._handlers.get(channel)

@@ -40,6 +40,20 @@ class CircuitBreaker:
         self.probing = True
         return True
 
+    def available(self, now: float) -> bool:
+        """Whether ``allow`` would say yes at ``now``, without claiming the half-open probe (to choose
+        among several breakers before calling ``allow`` on the chosen one)."""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN:
+            return now - self.opened_at >= self.reset_after
+        return not self.probing
+
+    def abandoned(self) -> None:
+        """The call ``allow`` let through ended with no verdict (e.g. the client left): a half-open
+        breaker lets the next call probe instead of waiting forever for this one."""
+        self.probing = False
+
     def succeeded(self) -> None:
         self.state = BreakerState.CLOSED
         self.failures = 0

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from edgecache.cdn.response import RESULTS
 from edgecache.engine import Cache
 
 
@@ -67,6 +68,24 @@ class CacheCollector(Collector):
             ratio.add_metric(["live"], shadow.live_hit_ratio)
             ratio.add_metric(["shadow"], shadow.shadow_hit_ratio)
             yield ratio
+        if self.cache.cdn is not None:
+            rewrites = CounterMetricFamily(
+                f"{p}_cdn_responses",
+                "Responses of rewritable types by CDN rewrite result (passed-through ones by reason)",
+                labels=["result"],
+            )
+            for result in RESULTS:
+                rewrites.add_metric([result], stats.cdn[result])
+            yield rewrites
+        if stats.cdn_purges or self.cache.cdn_purger is not None:
+            purges = CounterMetricFamily(
+                f"{p}_cdn_purge_calls",
+                "Tag purge calls made to the CDN provider",
+                labels=["provider", "outcome"],
+            )
+            for (provider, outcome), count in sorted(stats.cdn_purges.items()):
+                purges.add_metric([provider, outcome], count)
+            yield purges
         size = getattr(self.cache.store, "current_bytes", None)
         if isinstance(size, int):
             yield GaugeMetricFamily(f"{p}_l1_bytes", "Bytes held by the in-memory tier", value=size)

@@ -54,6 +54,8 @@ class ShadowStats:
 
 class CacheStats:
     __slots__ = (
+        "cdn",
+        "cdn_purges",
         "coalesced",
         "evicted_bytes",
         "hits",
@@ -73,6 +75,9 @@ class CacheStats:
         self.evicted_bytes = 0
         self.invalidations = 0  # invalidation requests applied (purges, unsafe-method drops)
         self.shadow: ShadowStats | None = None  # set when shadow mode runs
+        # CDN asset rewriting: responses by result (rewritten, unchanged, or why the body passed untouched).
+        self.cdn: Counter[str] = Counter()
+        self.cdn_purges: Counter[tuple[str, str]] = Counter()  # (provider, ok | error) → provider calls
 
     def count(self, outcome: Outcome) -> None:
         reason = outcome.reason.value if outcome.reason is not None else ("stored" if outcome.stored else "")

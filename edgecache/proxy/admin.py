@@ -1,78 +1,39 @@
 """The admin listener's ASGI app: health, readiness, metrics and purges. Never served on the proxied port.
 
-``GET /healthz`` 200 ``ok``; ``GET /readyz`` JSON about the upstream and Redis (503 when the upstream's
-last probe failed); ``GET /metrics`` Prometheus text; ``POST /purge`` an invalidation (JSON, as on the
-bus), authorised by ``Authorization: Bearer $EDGECACHE_ADMIN_TOKEN``.
+``GET /healthz`` 200 ``ok``; ``GET /readyz`` JSON about the upstream, the replicas and Redis (503 while
+the primary upstream is sick or its breaker open); ``GET /metrics`` Prometheus text; ``POST /purge`` an
+invalidation (JSON, as on the bus), authorised by ``Authorization: Bearer $EDGECACHE_ADMIN_TOKEN``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hmac
 import json
 import os
-import time
 from typing import Any, Final
 
-import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from edgecache.core.invalidation import MAX_MESSAGE_BYTES, BadInvalidation, parse_invalidation
 from edgecache.engine import Cache
 from edgecache.observe.prometheus import CacheCollector
+from edgecache.proxy.upstreams import UpstreamPool
 
 ENV_ADMIN_TOKEN: Final = "EDGECACHE_ADMIN_TOKEN"
-PROBE_INTERVAL: Final = 1.0  # a readiness answer reuses a probe at most this old
-
-
-class UpstreamProbe:
-    """Whether the upstream accepts TCP connections, as of the last probe."""
-
-    def __init__(self, upstream: httpx.URL, timeout: float = 1.0, clock: Any = time.monotonic) -> None:
-        self.host = upstream.host
-        self.port = upstream.port or (443 if upstream.scheme == "https" else 80)
-        self.url = str(upstream)
-        self.timeout = timeout
-        self.clock = clock
-        self.reachable: bool | None = None
-        self.checked_at: float | None = None
-        self.error: str | None = None
-        self._lock = asyncio.Lock()
-
-    async def probe(self) -> bool:
-        try:
-            async with asyncio.timeout(self.timeout):
-                _, writer = await asyncio.open_connection(self.host, self.port)
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            self.reachable, self.error = True, None
-        except (OSError, TimeoutError) as error:
-            self.reachable, self.error = False, str(error) or type(error).__name__
-        self.checked_at = self.clock()
-        return self.reachable
-
-    async def recent(self, max_age: float = PROBE_INTERVAL) -> bool:
-        """The last probe's result, probing again first when it is older than ``max_age``."""
-        async with self._lock:
-            if self.checked_at is None or self.clock() - self.checked_at > max_age or self.reachable is None:
-                await self.probe()
-            return bool(self.reachable)
 
 
 class AdminApp:
     def __init__(
         self,
         cache: Cache,
-        probe: UpstreamProbe,
+        upstreams: UpstreamPool,
         *,
         token: str | None = None,
         read_token_from_env: bool = True,
     ) -> None:
         self.cache = cache
-        self.probe = probe
+        self.upstreams = upstreams
         if token is None and read_token_from_env:
             token = os.environ.get(ENV_ADMIN_TOKEN) or None
         self.token = token
@@ -109,20 +70,20 @@ class AdminApp:
             await self._purge(scope, receive, send)
 
     async def _readyz(self, send: Send) -> None:
-        reachable = await self.probe.recent()
+        ready = self.upstreams.ready()
         store = self.cache.store
         breaker = getattr(store, "breaker", None)
         state = getattr(breaker, "state", None)
         report = {
-            "ready": reachable,
-            "upstream": {"url": self.probe.url, "reachable": reachable, "error": self.probe.error},
+            "ready": ready,
+            **self.upstreams.report(),
             "redis": {
                 "configured": self.cache.settings.redis_url is not None,
                 "breaker": str(state) if state is not None else None,
             },
             "cache": {"l1_bytes": getattr(store, "current_bytes", None)},
         }
-        await _json(send, 200 if reachable else 503, report)
+        await _json(send, 200 if ready else 503, report)
 
     async def _purge(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.token is None:

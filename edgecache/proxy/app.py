@@ -13,13 +13,27 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Final
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edgecache.core.keys import path_tag, prefix_tags, uri_components, uri_tag
+from edgecache.engine import Cache
+from edgecache.middleware import SCOPE_KEY
+from edgecache.proxy.upstreams import (
+    DEFAULT_BREAKER_FAILURES,
+    DEFAULT_BREAKER_RESET,
+    DEFAULT_READ_YOUR_WRITES_WINDOW,
+    HealthConfig,
+    Network,
+    UpstreamPool,
+    client_identities,
+    is_trusted,
+)
 
 logger = logging.getLogger("edgecache.proxy")
 
@@ -160,9 +174,6 @@ class _ClientGone(Exception):
     pass
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
 def parse_trusted(values: Iterable[str]) -> tuple[Network, ...]:
     """IP addresses or networks (``10.0.0.0/8``); raises ``ValueError`` naming a bad one."""
     networks: list[Network] = []
@@ -175,16 +186,24 @@ def parse_trusted(values: Iterable[str]) -> tuple[Network, ...]:
 
 
 class ProxyApp:
-    """Forwards every HTTP request to ``upstream`` with a pooled ``httpx.AsyncClient``.
+    """Forwards every HTTP request to the primary ``upstream``, or GET/HEAD to a read ``replica``, with a
+    pooled ``httpx.AsyncClient``; ``UpstreamPool`` (``proxy.upstreams``) chooses where.
 
-    Upstream connect errors answer 502 and timeouts before the response headers 504, both with
-    ``Retry-After: 1``; a GET or HEAD without a body is retried once on a connect error.
+    No usable upstream answers 503 at once; connect errors answer 502 and timeouts before the response
+    headers 504, all with ``Retry-After: 1`` (the cache in front serves a stored response instead where
+    stale-if-error allows). A GET or HEAD is retried once, on another upstream when there is one, after a
+    connect error, and only while none of its body has been read.
     """
 
     def __init__(
         self,
         upstream: str,
         *,
+        replicas: Sequence[str] = (),
+        read_your_writes_window: float = DEFAULT_READ_YOUR_WRITES_WINDOW,
+        health: HealthConfig | None = None,
+        breaker_failures: int = DEFAULT_BREAKER_FAILURES,
+        breaker_reset: float = DEFAULT_BREAKER_RESET,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
@@ -195,6 +214,14 @@ class ProxyApp:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.upstream = parse_upstream(upstream)
+        self.pool = UpstreamPool(
+            self.upstream,
+            [parse_upstream(url) for url in replicas],
+            health=health,
+            read_your_writes_window=read_your_writes_window,
+            breaker_failures=breaker_failures,
+            breaker_reset=breaker_reset,
+        )
         self.limits = limits or Limits()
         self.trusted = parse_trusted(trusted_proxies)
         self.preserve_host = preserve_host
@@ -209,9 +236,13 @@ class ProxyApp:
             transport=transport,
         )
         self.client.headers.clear()  # no Accept, User-Agent... of httpx's own: only what the client sent
-        self.reachable: bool | None = None  # the last request's view of the upstream (None: not tried)
+
+    async def start(self) -> None:
+        """Start the active health checks (after one probe round); idempotent."""
+        await self.pool.start()
 
     async def aclose(self) -> None:
+        await self.pool.aclose()
         await self.client.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -227,6 +258,7 @@ class ProxyApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -242,13 +274,14 @@ class ProxyApp:
         query: bytes = scope.get("query_string", b"")
         return path + b"?" + query if query else path
 
-    def url(self, target: bytes) -> httpx.URL:
+    def url(self, target: bytes, base: httpx.URL | None = None) -> httpx.URL:
         """The upstream URL for logs and httpx; the wire target is the ``target`` extension (exact bytes),
         since httpx would normalise dot segments in a URL's path."""
+        base = base or self.upstream
         try:
-            return self.upstream.copy_with(raw_path=target)
+            return base.copy_with(raw_path=target)
         except (httpx.InvalidURL, UnicodeDecodeError):
-            return self.upstream
+            return base
 
     def request_headers(self, scope: Scope) -> RawHeaders:
         incoming: RawHeaders = scope["headers"]
@@ -271,7 +304,7 @@ class ProxyApp:
                 headers.append((lname, value))
         client = scope.get("client")
         peer = client[0] if client else ""
-        trusted = self._trusted(peer)
+        trusted = is_trusted(peer, self.trusted)
         chain = [v for v in previous_for if v] if trusted else []
         if peer:
             chain.append(peer.encode("latin-1"))
@@ -284,14 +317,20 @@ class ProxyApp:
             headers.append((b"x-forwarded-host", forwarded_host or client_host))
         return headers
 
-    def _trusted(self, peer: str) -> bool:
-        if not self.trusted or not peer:
+    def _recently_invalidated(self, scope: Scope) -> bool:
+        """Whether the cache in front invalidated this URI within the read-your-writes window: its refill
+        goes to the primary, since a replica may still hold what was invalidated."""
+        cache: Cache | None = scope.get(SCOPE_KEY)
+        if cache is None:
             return False
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted)
+        raw_path: bytes | None = scope.get("raw_path")
+        path = raw_path if raw_path else scope["path"].encode("utf-8")
+        host = cache.settings.key_host
+        if host is None:
+            host = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"host"), "")
+        uri = uri_components(scope.get("scheme", "http"), host, path, scope.get("query_string", b""))
+        tags = frozenset({uri_tag(uri), path_tag(path), *prefix_tags(path)})
+        return cache.invalidated_within(self.pool.read_your_writes_window, tags)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         refused = check_request(scope, self.limits)
@@ -299,6 +338,26 @@ class ProxyApp:
             await send_simple(send, refused[0], refused[1], close=True)
             return
         method: str = scope["method"]
+        read = method in ("GET", "HEAD")
+        pool = self.pool
+        pinned = False
+        identities: tuple[str, ...] = ()
+        if pool.routes_reads:
+            client = scope.get("client")
+            identities = client_identities(scope["headers"], client[0] if client else "", self.trusted)
+            if not read:
+                pool.note_write(identities)  # reads racing this write go to the primary as well
+            elif pool.pinned(identities):
+                pinned = True
+                pool.pinned_reads["read-your-writes"] += 1
+            elif self._recently_invalidated(scope):
+                pinned = True
+                pool.pinned_reads["invalidation"] += 1
+        upstream = pool.choose(read, pinned)
+        if upstream is None:
+            pool.unavailable += 1
+            await send_simple(send, 503, "no healthy upstream", retry_after=True)
+            return
         headers = self.request_headers(scope)
         has_body = any(
             name.lower() in (b"transfer-encoding", b"content-length") and value.strip() != b"0"
@@ -307,51 +366,80 @@ class ProxyApp:
         target = self.target(scope)
         state = _BodyState()
         state.complete = not has_body
-        attempts = 2 if method in ("GET", "HEAD") and not has_body else 1
-        response: httpx.Response | None = None
-        for attempt in range(attempts):
+        retried = False
+        while True:
             content = self._body(receive, state) if has_body else None
             request = httpx.Request(
                 method,
-                self.url(target),
+                self.url(target, upstream.url),
                 headers=headers,
                 content=content,
                 extensions={"timeout": self._timeout_extension, "target": target},
             )
+            attempt = upstream
+            attempt.outstanding += 1
+            attempt.requests += 1
+            answered = False
             try:
                 async with asyncio.timeout(self.total_timeout):
                     response = await self.client.send(request, stream=True)
-                self.reachable = True
+                answered = True
                 break
             except _BodyTooLarge:
+                upstream.breaker.abandoned()
                 await send_simple(send, 413, "request body too large", close=True)
                 return
             except _ClientGone:
+                upstream.breaker.abandoned()
                 return
-            except httpx.ConnectError as error:
-                self.reachable = False
-                if attempt + 1 < attempts:
-                    continue
-                logger.warning("edgecache proxy: cannot connect to %s: %s", self.upstream, error)
-                await send_simple(send, 502, "upstream unreachable", retry_after=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                # Nothing reached the upstream: a read whose body (if any) is untouched may go elsewhere.
+                pool.failed(upstream, "connect")
+                if read and not retried and not state.started:
+                    retried = True
+                    again = pool.choose(read, pinned, exclude=[upstream]) or pool.choose(read, pinned)
+                    if again is not None:
+                        pool.retries += 1
+                        upstream = again
+                        continue
+                logger.warning("edgecache proxy: cannot connect to %s: %r", upstream.url, error)
+                if isinstance(error, httpx.ConnectTimeout):
+                    await send_simple(send, 504, "upstream timed out", retry_after=True)
+                else:
+                    await send_simple(send, 502, "upstream unreachable", retry_after=True)
                 return
             except (httpx.TimeoutException, TimeoutError) as error:
-                logger.warning("edgecache proxy: %s timed out: %r", self.upstream, error)
+                pool.failed(upstream, "timeout")
+                logger.warning("edgecache proxy: %s timed out: %r", upstream.url, error)
                 await send_simple(send, 504, "upstream timed out", retry_after=True)
                 return
             except httpx.TransportError as error:
-                logger.warning("edgecache proxy: %s failed: %r", self.upstream, error)
+                pool.failed(upstream, "protocol")
+                logger.warning("edgecache proxy: %s failed: %r", upstream.url, error)
                 await send_simple(send, 502, "bad response from upstream", retry_after=True)
                 return
-        assert response is not None
+            except BaseException:
+                upstream.breaker.abandoned()
+                raise
+            finally:
+                if not answered:
+                    attempt.outstanding -= 1
+        pool.succeeded(upstream)
         try:
             await self._respond(response, receive, send, state)
+        except httpx.TransportError:
+            pool.failed(upstream, "body")
+            raise
         finally:
+            upstream.outstanding -= 1
             await response.aclose()
+            if identities and not read:
+                pool.note_write(identities)  # the window runs from the end of the write
 
     async def _body(self, receive: Receive, state: _BodyState) -> AsyncIterator[bytes]:
         """The request body from ASGI receive, counted against ``max_request_body`` as it streams."""
         limit = self.limits.max_request_body
+        state.started = True
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -391,11 +479,12 @@ class ProxyApp:
 
 
 class _BodyState:
-    __slots__ = ("complete", "received")
+    __slots__ = ("complete", "received", "started")
 
     def __init__(self) -> None:
         self.received = 0
         self.complete = False
+        self.started = False  # the upstream request began pulling the body: it can no longer be retried
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import signal
 import socket
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ import uvicorn
 from edgecache.config import Settings
 from edgecache.engine import Cache
 from edgecache.middleware import CacheInterceptor
-from edgecache.proxy.admin import AdminApp, UpstreamProbe
+from edgecache.proxy.admin import AdminApp
 from edgecache.proxy.app import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
@@ -30,6 +30,13 @@ from edgecache.proxy.app import (
     Limits,
     ProxyApp,
     RequestGuard,
+)
+from edgecache.proxy.upstreams import (
+    DEFAULT_BREAKER_FAILURES,
+    DEFAULT_BREAKER_RESET,
+    DEFAULT_READ_YOUR_WRITES_WINDOW,
+    HealthConfig,
+    UpstreamCollector,
 )
 
 logger = logging.getLogger("edgecache.proxy")
@@ -72,6 +79,11 @@ class ProxyServer:
         admin_listen: tuple[str, int] | None = ("127.0.0.1", 9901),
         *,
         settings: Settings | None = None,
+        replicas: Sequence[str] = (),
+        read_your_writes_window: float = DEFAULT_READ_YOUR_WRITES_WINDOW,
+        health: HealthConfig | None = None,
+        breaker_failures: int = DEFAULT_BREAKER_FAILURES,
+        breaker_reset: float = DEFAULT_BREAKER_RESET,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         total_timeout: float | None = DEFAULT_TOTAL_TIMEOUT,
@@ -90,6 +102,11 @@ class ProxyServer:
         self.limits = limits or Limits()
         self.proxy = ProxyApp(
             upstream,
+            replicas=replicas,
+            read_your_writes_window=read_your_writes_window,
+            health=HealthConfig() if health is None else health,
+            breaker_failures=breaker_failures,
+            breaker_reset=breaker_reset,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             total_timeout=total_timeout,
@@ -98,8 +115,9 @@ class ProxyServer:
             preserve_host=preserve_host,
         )
         self.app = RequestGuard(CacheInterceptor(self.proxy, cache=self.cache), self.limits)
-        self.probe = UpstreamProbe(self.proxy.upstream, timeout=min(connect_timeout, 2.0) or 1.0)
-        self.admin = AdminApp(self.cache, self.probe, token=admin_token)
+        self.upstreams = self.proxy.pool
+        self.admin = AdminApp(self.cache, self.upstreams, token=admin_token)
+        self.admin.registry.register(UpstreamCollector(self.upstreams))
         self.listen = listen
         self.admin_listen = admin_listen
         self.shutdown_timeout = shutdown_timeout
@@ -139,6 +157,7 @@ class ProxyServer:
         except OSError:
             self.sockets[0].close()
             raise
+        await self.proxy.start()  # one health-probe round first: live upstreams are healthy when we serve
         if not await self.cache.start_and_wait():
             logger.warning("edgecache proxy: Redis not reachable at start-up; the shared tier joins later")
         apps: list[Any] = [self.app, self.admin]
@@ -204,6 +223,8 @@ def run(
         settings._check()
     server = ProxyServer(upstream, listen, admin_listen, settings=settings, **options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request (each proxied one, each health probe) at INFO: far too much for a proxy.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         import uvloop  # noqa: PLC0415 - optional
 

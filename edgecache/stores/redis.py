@@ -1,5 +1,5 @@
-"""The shared L2 tier: ``CacheObject``s in Redis (standalone or Cluster), with a tag index that stays correct
-under many concurrent writers.
+"""The shared L2 tier: ``CacheObject``s in Redis (standalone, Sentinel or Cluster), with a tag index that
+stays correct under many concurrent writers.
 
 Key layout (``ns`` = the ``namespace`` option, default ``edgecache``):
 
@@ -55,6 +55,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from edgecache.core.codec import CorruptEntry, decode, encode
 from edgecache.core.entry import CacheObject
+from edgecache.stores.redis_connect import check_redis_url, is_sentinel_url, sentinel_client
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,8 @@ class RedisStore:
         cluster: bool = False,
         **client_kwargs: Any,
     ) -> RedisStore:
-        """A store that owns a client built for the request path.
+        """A store that owns a client built for the request path. ``url``: see ``stores.redis_connect``
+        (standalone, Cluster with ``cluster``, or ``redis+sentinel://``); ``BadRedisUrl`` if unusable.
 
         Socket read/write timeouts default to ``op_timeout`` and connect to ``connect_timeout`` (else
         ``op_timeout``): redis-py's defaults wait seconds or forever. No retries (``Retry(NoBackoff(), 0)``;
@@ -154,7 +156,8 @@ class RedisStore:
         ``retry_on_timeout`` is deprecated): a retry costs another timeout on the request path, and the
         caller's circuit breaker decides what to do next. Cluster redirections (MOVED/ASK) are still
         followed: they are not retries. A bounded pool: a standalone client waits
-        at most ``op_timeout`` for a free connection (``BlockingConnectionPool``); a cluster client holds at
+        at most ``op_timeout`` for a free connection (``BlockingConnectionPool``, also behind Sentinel,
+        where each new connection first asks the sentinels for the master); a cluster client holds at
         most ``max_connections`` per node. ``health_check_interval`` PINGs a connection idle that long
         before reusing it. Nothing connects until the first command.
         """
@@ -168,8 +171,11 @@ class RedisStore:
             **client_kwargs,
         }
         client: Redis | RedisCluster
+        check_redis_url(url, cluster=cluster)
         if cluster:
             client = RedisCluster.from_url(url, **settings)
+        elif is_sentinel_url(url):
+            client = sentinel_client(url, blocking_pool=True, timeout=op_timeout, **settings)
         else:
             pool = BlockingConnectionPool.from_url(url, timeout=op_timeout, **settings)
             client = Redis.from_pool(pool)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from edgecache.bus.redis import (
     InvalidationSubscriber,
@@ -20,6 +21,7 @@ from edgecache.bus.redis import (
     publish_invalidation,
     publisher_client,
     pubsub_client_factory,
+    shard_owner_factory,
 )
 from edgecache.core.invalidation import (
     Invalidation,
@@ -27,7 +29,7 @@ from edgecache.core.invalidation import (
     parse_event,
     parse_invalidation,
 )
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import LocalCluster, RedisServer, free_port
 
 HEARTBEAT = 0.2
 WITHIN = 5.0
@@ -385,3 +387,58 @@ async def test_stop_from_inside_a_handler(
     assert not subscriber.connected
     assert recorder.calls == ["connected"]
     assert await publisher.publish(INVALIDATE, b"y") == 0
+
+
+# -- Redis Cluster: sharded pub/sub --------------------------------------------------------------------------
+
+RESUBSCRIBE_WITHIN = 10.0  # reconnection backs off up to 2 s between attempts
+
+
+async def test_a_sharded_subscription_hears_both_ways_and_follows_its_slot_to_another_node(
+    redis_cluster: LocalCluster, recorder: Recorder
+) -> None:
+    redis_cluster.reset()
+    cluster = RedisCluster.from_url(redis_cluster.url, socket_timeout=2.0)
+    subscriber = InvalidationSubscriber(
+        shard_owner_factory(cluster, INVALIDATE),
+        {INVALIDATE: recorder.handler(INVALIDATE)},
+        sharded=[INVALIDATE],
+        on_connected=recorder.on_connected,
+        on_disconnected=recorder.on_disconnected,
+        heartbeat=HEARTBEAT,
+    )
+    slot = redis_cluster.keyslot(INVALIDATE)
+    owner = redis_cluster.node_for_slot(slot)
+    elsewhere = next(server for server in redis_cluster.servers if server is not owner)
+    moved = False
+    try:
+        subscriber.start()
+        await eventually(lambda: subscriber.connected, what="subscribed")
+        assert subscriber.address == (owner.host, owner.port)
+
+        # SPUBLISH through the cluster client (routed to the owner), then a classic PUBLISH to another node.
+        inv = Invalidation(id="sharded-1", tags=("t",))
+        assert await publish_invalidation(cluster, "test", inv, sharded=True) == 1
+        with elsewhere.admin_client() as admin:
+            admin.publish(INVALIDATE, b"classic")
+        await eventually(lambda: len(recorder.received[INVALIDATE]) == 2, what="both messages")
+        assert parse_invalidation(recorder.received[INVALIDATE][0]) == inv
+        assert recorder.received[INVALIDATE][1] == b"classic"
+
+        # The slot moves: the old owner ends the sharded subscription, the subscriber goes to the new one.
+        redis_cluster.move_slot(slot, elsewhere, probe_key=INVALIDATE)
+        moved = True
+        await eventually(
+            lambda: subscriber.connected and subscriber.address == (elsewhere.host, elsewhere.port),
+            within=RESUBSCRIBE_WITHIN,
+            what="subscribed on the new owner",
+        )
+        assert recorder.calls == ["connected", "disconnected", "connected"]
+        with elsewhere.admin_client() as admin:
+            assert admin.execute_command("SPUBLISH", INVALIDATE, b"after the move") == 1
+        await eventually(lambda: recorder.received[INVALIDATE][-1] == b"after the move", what="heard there")
+    finally:
+        await subscriber.stop()
+        await cluster.aclose()
+        if moved:  # the session's cluster goes back to its even split
+            redis_cluster.move_slot(slot, owner, probe_key=INVALIDATE)

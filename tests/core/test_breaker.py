@@ -54,3 +54,24 @@ def test_failed_probe_reopens_for_another_period():
     assert not breaker.allow(9.9)
     assert breaker.allow(10.0)
     assert breaker.opened_count == 2
+
+
+def test_available_answers_like_allow_without_claiming_the_probe():
+    breaker = CircuitBreaker(failure_threshold=1, reset_after=5)
+    assert breaker.available(0.0)
+    breaker.failed(10.0)
+    assert not breaker.available(14.9)
+    assert breaker.available(15.0)
+    assert breaker.state is BreakerState.OPEN  # asking changed nothing
+    assert breaker.allow(15.0)  # the probe is claimed...
+    assert not breaker.available(15.0)  # ...so nobody else is let through
+    assert not breaker.allow(15.0)
+
+
+def test_an_abandoned_probe_lets_the_next_call_probe():
+    breaker = CircuitBreaker(failure_threshold=1, reset_after=5)
+    breaker.failed(10.0)
+    assert breaker.allow(15.0)
+    breaker.abandoned()
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.available(15.0) and breaker.allow(15.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,20 +29,23 @@ class RunningUpstream:
     port: int
     server: QuietServer
     task: asyncio.Task[None]
+    sock: socket.socket
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
-        self.server.should_exit = True
-        await self.task
+        """Stop serving and close the listening socket: connecting is then refused. Idempotent."""
+        if not self.task.done():
+            self.server.should_exit = True
+            await self.task
+        self.sock.close()
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[RunningUpstream]:
-    app = Upstream()
-    sock = bind("127.0.0.1", 0)
+async def start_upstream(app: Upstream, port: int = 0) -> RunningUpstream:
+    """Serve ``app`` with uvicorn on 127.0.0.1 (``port`` 0: a free one) until ``stop``."""
+    sock = bind("127.0.0.1", port)
     config = uvicorn.Config(
         app,
         http="h11",  # accepts any method token (httptools knows a fixed list), so BREW can reach it
@@ -58,11 +62,32 @@ async def upstream() -> AsyncIterator[RunningUpstream]:
     while not server.started:
         assert not task.done()
         await asyncio.sleep(0.01)
-    running = RunningUpstream(app, sock.getsockname()[1], server, task)
+    return RunningUpstream(app, sock.getsockname()[1], server, task, sock)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RunningUpstream]:
+    running = await start_upstream(Upstream("primary"))
     yield running
-    if not task.done():
+    await running.stop()
+
+
+MakeUpstream = Callable[[str], Awaitable[RunningUpstream]]
+
+
+@pytest.fixture
+async def make_upstream() -> AsyncIterator[MakeUpstream]:
+    """More upstreams (replicas), each answering ``/who`` with its name."""
+    started: list[RunningUpstream] = []
+
+    async def make(name: str) -> RunningUpstream:
+        running = await start_upstream(Upstream(name))
+        started.append(running)
+        return running
+
+    yield make
+    for running in started:
         await running.stop()
-    sock.close()
 
 
 @dataclass
@@ -136,3 +161,18 @@ async def raw_exchange(port: int, data: bytes, wait: float = 2.0) -> tuple[bytes
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return received, closed
+
+
+async def wait_for_readyz(
+    client: httpx.AsyncClient,
+    proxy: RunningProxy,
+    until: Callable[[dict[str, Any]], bool],
+    within: float = 10,
+) -> dict[str, Any]:
+    """Poll ``/readyz`` until ``until(report)`` holds (the health checks run on their own clock)."""
+    async with asyncio.timeout(within):
+        while True:
+            report: dict[str, Any] = (await client.get(proxy.admin_url + "/readyz")).json()
+            if until(report):
+                return report
+            await asyncio.sleep(0.02)

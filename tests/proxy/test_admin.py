@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.proxy.conftest import MakeProxy, RunningProxy, RunningUpstream
+from edgecache.proxy.upstreams import HealthConfig
+from tests.proxy.conftest import MakeProxy, RunningProxy, RunningUpstream, wait_for_readyz
 
 
 async def test_healthz(proxy: RunningProxy, client: httpx.AsyncClient) -> None:
@@ -25,19 +26,24 @@ async def test_healthz_on_the_proxied_port_goes_to_the_upstream(
 
 
 async def test_readyz_reports_upstream_and_redis(
-    proxy: RunningProxy, client: httpx.AsyncClient, upstream: RunningUpstream
+    make_proxy: MakeProxy, client: httpx.AsyncClient, upstream: RunningUpstream
 ) -> None:
+    fast = HealthConfig(interval=0.05, timeout=0.5, window=2, threshold=1)
+    proxy = await make_proxy(health=fast)
     response = await client.get(proxy.admin_url + "/readyz")
     assert response.status_code == 200
     report = response.json()
-    assert report["upstream"]["reachable"] is True
-    assert report["upstream"]["url"] == upstream.url + "/"
+    primary = report["upstream"]
+    assert (primary["name"], primary["url"], primary["healthy"]) == ("primary", upstream.url + "/", True)
+    assert (primary["breaker"], primary["outstanding"]) == ("closed", 0)
+    assert primary["last_probe"]["ok"] is True and primary["last_probe"]["status"] == 200
+    assert report["replicas"] == []
     assert report["redis"] == {"configured": False, "breaker": None}
     await upstream.stop()
-    proxy.server.probe.checked_at = None  # forget the last probe
-    down = await client.get(proxy.admin_url + "/readyz")
-    assert down.status_code == 503
-    assert down.json()["upstream"]["reachable"] is False
+    down = await wait_for_readyz(client, proxy, lambda r: not r["ready"])
+    assert down["upstream"]["healthy"] is False
+    assert down["upstream"]["last_probe"]["ok"] is False
+    assert (await client.get(proxy.admin_url + "/readyz")).status_code == 503
 
 
 async def test_metrics_text(proxy: RunningProxy, client: httpx.AsyncClient) -> None:

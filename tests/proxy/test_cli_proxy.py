@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -47,6 +48,16 @@ def test_help_documents_each_flag_with_its_default_and_environment_variable() ->
         "EDGECACHE_PRESERVE_HOST",
         "EDGECACHE_SHUTDOWN_TIMEOUT",
         "EDGECACHE_ADMIN_TOKEN",
+        "EDGECACHE_REPLICAS",
+        "EDGECACHE_READ_YOUR_WRITES_WINDOW",
+        "EDGECACHE_HEALTH_PATH",
+        "EDGECACHE_HEALTH_INTERVAL",
+        "EDGECACHE_HEALTH_TIMEOUT",
+        "EDGECACHE_HEALTH_WINDOW",
+        "EDGECACHE_HEALTH_THRESHOLD",
+        "EDGECACHE_HEALTH_INITIAL",
+        "EDGECACHE_UPSTREAM_BREAKER_FAILURES",
+        "EDGECACHE_UPSTREAM_BREAKER_RESET",
     ):
         assert env in text
     assert "default 0" in text and "default 127.0.0.1:9901" in text
@@ -75,12 +86,57 @@ BASE = ["--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin-
         ([*BASE], {"EDGECACHE_READ_TIMEOUT": "x"}, "EDGECACHE_READ_TIMEOUT"),
         ([*BASE], {"EDGECACHE_DEFAULT_TTL": "x"}, "EDGECACHE_DEFAULT_TTL"),
         ([*BASE], {"EDGECACHE_PRESERVE_HOST": "maybe"}, "EDGECACHE_PRESERVE_HOST"),
+        ([*BASE, "--replica", "http://r/path"], {}, "--replica"),
+        ([*BASE], {"EDGECACHE_REPLICAS": "http://r1:1, ftp://r2"}, "EDGECACHE_REPLICAS"),
+        ([*BASE, "--read-your-writes-window", "-1"], {}, "--read-your-writes-window"),
+        ([*BASE, "--health-path", "healthz"], {}, "--health-path"),
+        ([*BASE, "--health-interval", "often"], {}, "--health-interval"),
+        ([*BASE, "--health-timeout", "0"], {}, "--health-timeout"),
+        ([*BASE, "--health-window", "0"], {}, "--health-window"),
+        ([*BASE, "--health-window", "3", "--health-threshold", "4"], {}, "--health-threshold"),
+        ([*BASE, "--health-initial", "9"], {}, "--health-initial"),
+        ([*BASE, "--upstream-breaker-failures", "0"], {}, "--upstream-breaker-failures"),
+        ([*BASE], {"EDGECACHE_UPSTREAM_BREAKER_RESET": "x"}, "EDGECACHE_UPSTREAM_BREAKER_RESET"),
     ],
 )
 def test_bad_values_exit_2_naming_the_flag(args: list[str], env: dict[str, str], named: str) -> None:
     done = _cli(*args, env=env)
     assert done.returncode == 2, done.stderr
     assert named in done.stderr
+
+
+def test_upstream_options_reach_the_server_from_flags_and_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edgecache import cli  # noqa: PLC0415
+    from edgecache.proxy import server  # noqa: PLC0415
+    from edgecache.proxy.upstreams import HealthConfig  # noqa: PLC0415
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(server, "run", lambda *args, **options: seen.update(options) or 0)
+    monkeypatch.setenv("EDGECACHE_REPLICAS", "http://127.0.0.1:8001, http://127.0.0.1:8002")
+    monkeypatch.setenv("EDGECACHE_HEALTH_THRESHOLD", "2")
+    assert cli.main(["proxy", *BASE, "--health-path", "/healthz", "--read-your-writes-window", "2.5"]) == 0
+    assert seen["replicas"] == ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
+    assert seen["read_your_writes_window"] == 2.5
+    assert seen["health"] == HealthConfig(path="/healthz", threshold=2)
+    assert (seen["breaker_failures"], seen["breaker_reset"]) == (5, 5.0)
+    assert cli.main(["proxy", *BASE, "--replica", "http://127.0.0.1:9001", "--health-interval", "0"]) == 0
+    assert seen["replicas"] == ["http://127.0.0.1:9001"]  # the flag replaces the environment's list
+    assert seen["health"].enabled is False
+
+
+def test_the_cli_repeats_the_upstream_defaults_exactly() -> None:
+    from edgecache import cli  # noqa: PLC0415
+    from edgecache.proxy import upstreams  # noqa: PLC0415
+
+    defaults = upstreams.HealthConfig()
+    assert vars(cli._HEALTH) == {
+        name: getattr(defaults, name) for name in ("path", "interval", "timeout", "window", "threshold")
+    }
+    assert cli.DEFAULT_READ_YOUR_WRITES_WINDOW == upstreams.DEFAULT_READ_YOUR_WRITES_WINDOW
+    assert cli.DEFAULT_BREAKER_FAILURES == upstreams.DEFAULT_BREAKER_FAILURES
+    assert cli.DEFAULT_BREAKER_RESET == upstreams.DEFAULT_BREAKER_RESET
 
 
 @pytest.fixture

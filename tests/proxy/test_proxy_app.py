@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from edgecache.proxy.app import Limits, ProxyApp, UpstreamURLError, parse_upstream
+from edgecache.proxy.upstreams import HealthConfig
 from tests.proxy.conftest import MakeProxy, RunningProxy, RunningUpstream, raw_exchange
 from tests.proxy.upstream import BIG_SIZE, CHUNK, FIXED_DATE
 from tests.servers import free_port
@@ -216,14 +217,26 @@ async def test_upload_with_content_length(proxy: RunningProxy, client: httpx.Asy
 # -- upstream failures ------------------------------------------------------------------------------------
 
 
-async def test_upstream_down_is_a_fast_502_with_retry_after(
+async def test_upstream_down_is_a_fast_503_with_retry_after(
     make_proxy: MakeProxy, client: httpx.AsyncClient
 ) -> None:
+    # The health probes at start-up found it down: no attempt is made.
     proxy = await make_proxy(upstream_url=f"http://127.0.0.1:{free_port()}")
     started = time.monotonic()
     response = await client.get(proxy.url + "/anything")
-    assert response.status_code == 502
-    assert response.headers["retry-after"] == "1"
+    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+    assert time.monotonic() - started < 1.5
+    post = await client.post(proxy.url + "/anything", content=b"x")
+    assert post.status_code == 503
+
+
+async def test_upstream_down_without_health_checks_is_a_fast_502_with_retry_after(
+    make_proxy: MakeProxy, client: httpx.AsyncClient
+) -> None:
+    proxy = await make_proxy(upstream_url=f"http://127.0.0.1:{free_port()}", health=HealthConfig(interval=0))
+    started = time.monotonic()
+    response = await client.get(proxy.url + "/anything")
+    assert (response.status_code, response.headers["retry-after"]) == (502, "1")
     assert time.monotonic() - started < 1.5
     post = await client.post(proxy.url + "/anything", content=b"x")
     assert post.status_code == 502

@@ -2,8 +2,9 @@
 
 Routes: ``/cacheable`` (max-age=60), ``/plain`` (no freshness), ``/big`` (5 MB streamed; ``?gated=1`` waits
 for ``gate`` after the first chunk), ``/upload`` (counts a streamed body; sets ``first_chunk``),
-``/slow?s=N``, ``/headers`` (hop-by-hop fields, its own Date and Server); anything else echoes the request
-as JSON.
+``/slow?s=N``, ``/headers`` (hop-by-hop fields, its own Date and Server), ``/who`` (its name, for any
+method; no freshness), ``/who-cached`` (its name; max-age=60, stale-if-error=300), ``/health`` (200, or 503
+while ``healthy`` is false); anything else echoes the request as JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ FIXED_DATE = b"Tue, 01 Jul 2025 10:00:00 GMT"
 
 
 class Upstream:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "upstream") -> None:
+        self.name = name
+        self.healthy = True
         self.hits: Counter[str] = Counter()
         self.gate = asyncio.Event()
         self.first_chunk = asyncio.Event()
@@ -40,7 +43,14 @@ class Upstream:
         path: str = scope["path"]
         self.hits[path] += 1
         query = scope["query_string"].decode()
-        if path == "/cacheable":
+        if path in ("/who", "/who-cached"):
+            await _drain(receive)
+            cached = [(b"cache-control", b"max-age=60, stale-if-error=300")] if path == "/who-cached" else []
+            await _text(send, self.name, [(b"x-instance", self.name.encode()), *cached])
+        elif path == "/health":
+            status = 200 if self.healthy else 503
+            await _text(send, "ok" if self.healthy else "sick", status=status)
+        elif path == "/cacheable":
             await _text(send, f"cached {self.hits[path]}", [(b"cache-control", b"max-age=60")])
         elif path == "/plain":
             await _text(send, f"plain {self.hits[path]}")
@@ -111,10 +121,19 @@ class Upstream:
         )
 
 
-async def _text(send: Send, text: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _drain(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
+
+
+async def _text(
+    send: Send, text: str, headers: list[tuple[bytes, bytes]] | None = None, status: int = 200
+) -> None:
     body = text.encode()
     out = [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body)), *(headers or [])]
-    await send({"type": "http.response.start", "status": 200, "headers": out})
+    await send({"type": "http.response.start", "status": status, "headers": out})
     await send({"type": "http.response.body", "body": body})
 
 

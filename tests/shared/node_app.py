@@ -2,7 +2,9 @@
 
 Its cache settings come from the environment (``EDGECACHE_REDIS_URL``, ``EDGECACHE_NAMESPACE``), as a
 deployed node's would. Every body names the process that produced it, so a test can tell which node's app
-answered, and ``/calls`` tells how often this node's app was called for each item.
+answered, and ``/calls`` tells how often this node's app was called for each item. The ``X-Served-By``
+header, added outside the cache, names the process that answered the request (under ``uvicorn --workers``
+a cached body names the worker that filled it, this header the one that served it).
 """
 
 from __future__ import annotations
@@ -12,13 +14,37 @@ import os
 from collections import Counter
 
 from fastapi import FastAPI, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgecache import Cache, CacheInterceptor
 
+PID = os.getpid()
+
+
+class ServedBy:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_pid(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), (b"x-served-by", str(PID).encode())],
+                }
+            await send(message)
+
+        await self.app(scope, receive, send_with_pid)
+
+
 app = FastAPI(title="edgecache multi-process node")
 app.add_middleware(CacheInterceptor)
+app.add_middleware(ServedBy)  # added last, so it is outside the cache
 
-PID = os.getpid()
 NODE = os.environ.get("NODE_NAME", "?")
 calls: Counter[str] = Counter()  # app calls per item id in this process
 served = 0  # app calls for any item in this process

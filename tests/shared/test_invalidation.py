@@ -2,7 +2,11 @@
 each behind ``CacheInterceptor`` over the same small Starlette app, with an origin spy per node.
 
 What is checked is behaviour (what a request gets, what L1 and L2 hold, how often the app is called);
-asynchronous propagation is polled with a deadline, never slept for."""
+asynchronous propagation is polled with a deadline, never slept for.
+
+Tests marked ``ACROSS_DEPLOYMENTS`` run three times: on a standalone server, on a three-master Redis Cluster
+(entries, tag sets, claims and the generation token on different nodes; invalidations sent with SPUBLISH)
+and through Sentinel (``redis+sentinel://``)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import Any, Protocol
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -25,11 +30,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edgecache import Cache, CacheInterceptor, Settings
+from edgecache.cli import main as cli_main
 from edgecache.core.invalidation import Invalidation
 from edgecache.core.keys import primary_key, uri_components
 from edgecache.shared import SharedTier
+from edgecache.stores.redis_connect import plain_client
 from edgecache.stores.tiered import TieredStore
-from tests.redis_server import RedisServer
+from tests.redis_server import LocalCluster, RedisServer, SentinelDeployment
 
 BASE_URL = "http://testserver"
 HEARTBEAT = 0.2
@@ -175,6 +182,38 @@ class NodeFactory(Protocol):
 # ----------------------------------------------------------------------------------------------- fixtures
 
 
+@dataclass
+class Deployment:
+    kind: str
+    url: str
+    options: dict[str, Any]
+
+    def client(self) -> Redis | RedisCluster:
+        """A plain client, as another service would use one."""
+        if self.kind == "cluster":
+            return RedisCluster.from_url(self.url, socket_timeout=5.0)
+        return plain_client(self.url, socket_timeout=5.0)
+
+
+DEPLOYMENTS = ["standalone", "cluster", "sentinel"]
+ACROSS_DEPLOYMENTS = pytest.mark.parametrize("deployment", DEPLOYMENTS, indirect=True)
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    """The Redis the nodes share: the session's standalone server unless parametrized (flushed either way)."""
+    kind = getattr(request, "param", "standalone")
+    if kind == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.reset()
+        return Deployment(kind, cluster.url, {"redis_cluster": True})
+    if kind == "sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        sentinel.reset()
+        return Deployment(kind, sentinel.url, {})
+    return Deployment(kind, request.getfixturevalue("redis_url"), {})
+
+
 @pytest.fixture
 def namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
@@ -186,9 +225,9 @@ def origin() -> Origin:
 
 
 @pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
+async def raw(deployment: Deployment) -> AsyncIterator[Redis | RedisCluster]:
     """A plain client for publishing and inspecting, as another service would."""
-    client = Redis.from_url(redis_url, socket_timeout=5.0)
+    client = deployment.client()
     try:
         yield client
     finally:
@@ -196,18 +235,19 @@ async def raw(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def make_node(redis_url: str, namespace: str, origin: Origin) -> AsyncIterator[NodeFactory]:
+async def make_node(deployment: Deployment, namespace: str, origin: Origin) -> AsyncIterator[NodeFactory]:
     made: list[Node] = []
 
     async def make(name: str, *, redis_url: str | None = None, **options: Any) -> Node:
         settings = Settings.load(
             {
-                "redis_url": redis_url or default_url,
+                "redis_url": redis_url or deployment.url,
                 "namespace": namespace,
                 "default_ttl": 60,
                 "subscriber_heartbeat": HEARTBEAT,
                 "generation_check_interval": CHECK_INTERVAL,
                 "redis_timeout": 0.5,
+                **({} if redis_url else deployment.options),
                 **options,
             },
             environ={},
@@ -222,7 +262,6 @@ async def make_node(redis_url: str, namespace: str, origin: Origin) -> AsyncIter
         assert await cache.start_and_wait(within=WITHIN), f"{name}: shared tier not ready"
         return node
 
-    default_url = redis_url
     try:
         yield make
     finally:
@@ -267,7 +306,11 @@ async def refetched(first: Node, second: Node, path: str) -> None:
 
 async def assert_dropped_everywhere(a: Node, b: Node, path: str) -> None:
     await eventually(lambda: not a.in_l1(path) and not b.in_l1(path), what=f"{path} out of both L1s")
-    assert not await a.in_l2(path), f"{path} still in L2"
+    # A node that hears a message drops its L1 copy first; the node that claims it then cleans L2.
+    deadline = time.monotonic() + WITHIN
+    while await a.in_l2(path):
+        assert time.monotonic() < deadline, f"{path} still in L2"
+        await asyncio.sleep(0.01)
     await refetched(b, a, path)
 
 
@@ -278,7 +321,7 @@ async def assert_kept_everywhere(a: Node, b: Node, path: str) -> None:
         assert is_l1_hit(await node.get(path)), (node.name, path)
 
 
-async def publish_raw(raw: Redis, namespace: str, message: bytes | dict[str, Any]) -> None:
+async def publish_raw(raw: Redis | RedisCluster, namespace: str, message: bytes | dict[str, Any]) -> None:
     data = message if isinstance(message, bytes) else json.dumps(message).encode()
     await raw.publish(f"{namespace}:invalidate", data)
 
@@ -286,6 +329,7 @@ async def publish_raw(raw: Redis, namespace: str, message: bytes | dict[str, Any
 # --------------------------------------------------------------------------------- tags, paths, prefixes
 
 
+@ACROSS_DEPLOYMENTS
 async def test_tag_purge_drops_entries_on_both_nodes_and_in_l2(
     pair: tuple[Node, Node], origin: Origin
 ) -> None:
@@ -301,6 +345,7 @@ async def test_tag_purge_drops_entries_on_both_nodes_and_in_l2(
     await assert_kept_everywhere(a, b, "/p/2")
 
 
+@ACROSS_DEPLOYMENTS
 async def test_path_purge_drops_every_query_on_both_nodes_and_in_l2(
     pair: tuple[Node, Node], origin: Origin
 ) -> None:
@@ -315,6 +360,7 @@ async def test_path_purge_drops_every_query_on_both_nodes_and_in_l2(
     await assert_kept_everywhere(a, b, "/p/10")
 
 
+@ACROSS_DEPLOYMENTS
 async def test_prefix_purge_drops_on_segment_boundaries_on_both_nodes_and_in_l2(
     pair: tuple[Node, Node],
 ) -> None:
@@ -332,6 +378,7 @@ async def test_prefix_purge_drops_on_segment_boundaries_on_both_nodes_and_in_l2(
 # ----------------------------------------------------------------------------------------------- soft purge
 
 
+@ACROSS_DEPLOYMENTS
 async def test_soft_purge_serves_stale_while_one_refresh_runs_on_each_node(
     pair: tuple[Node, Node], origin: Origin
 ) -> None:
@@ -358,6 +405,7 @@ async def test_soft_purge_serves_stale_while_one_refresh_runs_on_each_node(
         assert fresh.text != "/s v1"
 
 
+@ACROSS_DEPLOYMENTS
 async def test_soft_purge_without_stale_while_revalidate_revalidates(
     pair: tuple[Node, Node], origin: Origin
 ) -> None:
@@ -381,8 +429,9 @@ async def test_soft_purge_without_stale_while_revalidate_revalidates(
 # -------------------------------------------------------------------------------------- purge-all, FLUSHALL
 
 
+@ACROSS_DEPLOYMENTS
 async def test_purge_all_makes_both_nodes_miss_and_changes_the_generation(
-    pair: tuple[Node, Node], raw: Redis, namespace: str
+    pair: tuple[Node, Node], raw: Redis | RedisCluster, namespace: str
 ) -> None:
     a, b = pair
     await fill(a, b, "/x", "/y")
@@ -397,7 +446,10 @@ async def test_purge_all_makes_both_nodes_miss_and_changes_the_generation(
     await refetched(a, b, "/y")
 
 
-async def test_flushall_on_the_server_flushes_both_l1s(pair: tuple[Node, Node], raw: Redis) -> None:
+@ACROSS_DEPLOYMENTS
+async def test_flushall_on_the_server_flushes_both_l1s(
+    pair: tuple[Node, Node], raw: Redis | RedisCluster
+) -> None:
     a, b = pair
     await fill(a, b, "/x")
 
@@ -414,8 +466,9 @@ async def test_flushall_on_the_server_flushes_both_l1s(pair: tuple[Node, Node], 
 # ------------------------------------------------------------------------------- raw messages on the wire
 
 
+@ACROSS_DEPLOYMENTS
 async def test_the_same_message_id_twice_is_applied_once(
-    pair: tuple[Node, Node], origin: Origin, raw: Redis, namespace: str
+    pair: tuple[Node, Node], origin: Origin, raw: Redis | RedisCluster, namespace: str
 ) -> None:
     a, b = pair
     origin.serve("/p/1", tags=["product:1"])
@@ -454,8 +507,9 @@ GARBAGE: list[tuple[str, bytes]] = [
 ]
 
 
+@ACROSS_DEPLOYMENTS
 async def test_garbage_messages_are_counted_by_reason_and_skipped(
-    pair: tuple[Node, Node], origin: Origin, raw: Redis, namespace: str
+    pair: tuple[Node, Node], origin: Origin, raw: Redis | RedisCluster, namespace: str
 ) -> None:
     a, b = pair
     origin.serve("/p/1", tags=["product:1"])
@@ -481,8 +535,9 @@ async def test_garbage_messages_are_counted_by_reason_and_skipped(
     await assert_dropped_everywhere(a, b, "/p/1")
 
 
+@ACROSS_DEPLOYMENTS
 async def test_the_l2_clean_up_of_a_raw_message_is_done_once(
-    pair: tuple[Node, Node], origin: Origin, raw: Redis, namespace: str
+    pair: tuple[Node, Node], origin: Origin, raw: Redis | RedisCluster, namespace: str
 ) -> None:
     a, b = pair
     origin.serve("/p/1", tags=["product:1"])
@@ -552,6 +607,7 @@ async def event_pair(pair: tuple[Node, Node], origin: Origin) -> tuple[Node, Nod
     return pair
 
 
+@ACROSS_DEPLOYMENTS
 async def test_a_domain_event_drops_the_mapped_tags_on_both_nodes(event_pair: tuple[Node, Node]) -> None:
     a, b = event_pair
 
@@ -562,6 +618,7 @@ async def test_a_domain_event_drops_the_mapped_tags_on_both_nodes(event_pair: tu
     await assert_kept_everywhere(a, b, "/u/8")
 
 
+@ACROSS_DEPLOYMENTS
 async def test_the_same_event_id_twice_is_applied_once(event_pair: tuple[Node, Node]) -> None:
     a, b = event_pair
     data = {"user_id": 7, "contract_id": 9}
@@ -598,6 +655,7 @@ async def test_an_event_missing_a_field_drops_only_the_tags_it_can_fill(
 # ----------------------------------------------------------------------------------- the fill/purge race
 
 
+@ACROSS_DEPLOYMENTS
 @pytest.mark.parametrize("source", ["other-node", "local"])
 async def test_a_fill_that_began_before_an_invalidation_is_not_stored(
     pair: tuple[Node, Node], origin: Origin, source: str
@@ -669,3 +727,163 @@ async def test_an_invalidation_made_while_redis_is_down_reaches_l2_once_it_is_ba
     # b, which never heard of the purge, does not find the entry in L2 either.
     await eventually(lambda: not b.store.l1_bypass, within=RECONNECT_WITHIN, what="b subscribed again")
     assert "stored" in status(await b.get("/p/1"))
+
+
+# ---------------------------------------------------------------------------- Redis Cluster: sharded pub/sub
+
+
+@pytest.mark.parametrize("deployment", ["cluster"], indirect=True)
+async def test_on_a_cluster_invalidations_travel_sharded_and_a_classic_publish_still_works(
+    pair: tuple[Node, Node], origin: Origin, namespace: str, redis_cluster: LocalCluster
+) -> None:
+    a, b = pair
+    channel = f"{namespace}:invalidate"
+    owner = redis_cluster.node_for_slot(redis_cluster.keyslot(channel))
+    elsewhere = next(server for server in redis_cluster.servers if server is not owner)
+    with owner.admin_client() as admin:  # both nodes listen on the channel's shard, both ways
+        assert admin.execute_command("PUBSUB", "SHARDNUMSUB", channel) == [channel.encode(), 2]
+        assert admin.execute_command("PUBSUB", "NUMSUB", channel) == [channel.encode(), 2]
+    # A classic subscriber on another node hears what is broadcast (PUBLISH), never what is sharded.
+    bystander = elsewhere.admin_client().pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+    bystander.subscribe(channel)
+    for item in (1, 2, 3):
+        origin.serve(f"/p/{item}", tags=[f"product:{item}"])
+    await fill(a, b, "/p/1", "/p/2", "/p/3")
+
+    await a.cache.invalidate(tags=["product:1"])  # SPUBLISH
+    await assert_dropped_everywhere(a, b, "/p/1")
+
+    # A raw PUBLISH sent to a node that does not own the channel's slot: the cluster bus carries it over.
+    with elsewhere.admin_client() as admin:
+        admin.publish(channel, json.dumps({"id": "classic-1", "tags": ["product:2"]}))
+    await assert_dropped_everywhere(a, b, "/p/2")
+
+    # The same message both ways, as a publisher that does not know which one nodes listen to might send
+    # it: applied once.
+    message = json.dumps({"id": "both-1", "tags": ["product:3"]})
+    with owner.admin_client() as admin:
+        admin.execute_command("SPUBLISH", channel, message)
+        admin.publish(channel, message)
+    await assert_dropped_everywhere(a, b, "/p/3")
+    await eventually(lambda: b.counters["duplicate_messages"] == 1, what="b heard both-1 twice")
+
+    assert b.counters["messages_applied"] == 3
+    assert a.counters["messages_applied"] == 2  # its own message was applied before it was sent
+    heard = []
+    quiet_until = time.monotonic() + 0.5  # both were sent long ago; this only drains the socket
+    while time.monotonic() < quiet_until:
+        received = bystander.get_message(timeout=0.05)  # None also for the ignored confirmation
+        if received is not None:
+            heard.append(json.loads(received["data"])["id"])
+    bystander.close()
+    assert heard == ["classic-1", "both-1"]
+
+
+@pytest.mark.parametrize("deployment", ["cluster"], indirect=True)
+async def test_on_a_cluster_a_tag_purge_reaches_entries_on_every_node(
+    pair: tuple[Node, Node], origin: Origin, redis_cluster: LocalCluster
+) -> None:
+    a, b = pair
+    paths = [f"/shared/{i}" for i in range(12)]
+    for path in paths:
+        origin.serve(path, tags=["shared", f"own:{path}"])
+    origin.serve("/other", tags=["other"])
+    await fill(a, b, *paths, "/other")
+    owners = {
+        redis_cluster.node_for_slot(redis_cluster.keyslot(a.store.l2.entry_key(digest_of(path)))).port
+        for path in paths
+    }
+    assert len(owners) == len(redis_cluster.servers), "the entries should live on every node"
+
+    await b.cache.invalidate(tags=["shared"])
+
+    await eventually(lambda: not any(a.in_l1(path) for path in paths), what="every path out of a's L1")
+    for path in paths:
+        assert not await a.in_l2(path), path
+    await assert_kept_everywhere(a, b, "/other")
+
+
+# ------------------------------------------------------------------------------------- Sentinel failover
+
+
+@pytest.fixture
+def own_sentinel() -> Iterator[SentinelDeployment]:
+    """A Sentinel deployment of this test's own: the test fails it over."""
+    with SentinelDeployment() as deployment:
+        yield deployment
+
+
+FAILOVER_PATHS = [f"/f/{i}" for i in range(8)]
+
+
+@pytest.mark.parametrize("how", ["SENTINEL FAILOVER", "master killed"])
+async def test_a_sentinel_failover_fails_no_request_and_invalidation_works_after_it(
+    own_sentinel: SentinelDeployment, make_node: NodeFactory, origin: Origin, namespace: str, how: str
+) -> None:
+    a = await make_node("a", redis_url=own_sentinel.url)
+    b = await make_node("b", redis_url=own_sentinel.url)
+    for path in FAILOVER_PATHS:
+        origin.serve(path, tags=[f"tag:{path}"])
+    await fill(a, b, *FAILOVER_PATHS)
+    old_master = own_sentinel.current_master()
+
+    kill = how == "master killed"
+    failover = asyncio.create_task(asyncio.to_thread(own_sentinel.failover, False, kill))
+    served = 0
+    deadline = time.monotonic() + 60
+    while not failover.done():  # Node.get asserts a 200 for every request
+        assert time.monotonic() < deadline, "the failover did not end"
+        for node in (a, b):
+            for path in FAILOVER_PATHS:
+                await node.get(path)
+                served += 1
+        await asyncio.sleep(0.01)
+    new_master = await failover
+    assert new_master is not old_master
+    # The nodes notice the move at their next generation check and subscribe on the new master, still
+    # failing no request meanwhile.
+    deadline = time.monotonic() + RECONNECT_WITHIN
+    while not all(node.shared.subscriber.address == (new_master.host, new_master.port) for node in (a, b)):
+        assert time.monotonic() < deadline, "the nodes did not subscribe on the new master"
+        for node in (a, b):
+            for path in FAILOVER_PATHS:
+                await node.get(path)
+                served += 1
+        await asyncio.sleep(0.01)
+    assert served > 0
+    await eventually(
+        lambda: not a.store.l1_bypass and not b.store.l1_bypass, within=RECONNECT_WITHIN, what="L1 used again"
+    )
+
+    # Invalidation works again: from a node, and from a raw PUBLISH to the new master.
+    for node in (a, b):  # in both L1s again (from L2, or from the app and then L2)
+        for path in ("/f/0", "/f/1"):
+            await node.get(path)
+            await node.store.flush_writes()
+            assert node.in_l1(path), (node.name, path)
+    await b.cache.invalidate(tags=["tag:/f/0"])
+    await assert_dropped_everywhere(a, b, "/f/0")
+    with new_master.admin_client() as admin:
+        admin.publish(f"{namespace}:invalidate", json.dumps({"id": "after-failover", "tags": ["tag:/f/1"]}))
+    await assert_dropped_everywhere(a, b, "/f/1")
+    if not kill:  # a killed master drops the subscription by itself, so the node needs no reminder
+        assert a.counters["master_moves"] == b.counters["master_moves"] == 1
+
+
+# ------------------------------------------------------------------------------------------ edgecache purge
+
+
+@ACROSS_DEPLOYMENTS
+async def test_edgecache_purge_with_the_deployments_url_drops_on_both_nodes(
+    pair: tuple[Node, Node], origin: Origin, deployment: Deployment, namespace: str
+) -> None:
+    a, b = pair
+    origin.serve("/p/1", tags=["product:1"])
+    origin.serve("/p/2", tags=["product:2"])
+    await fill(a, b, "/p/1", "/p/2")
+    argv = ["purge", "--tag", "product:1", "--namespace", namespace, "--redis-url", deployment.url]
+
+    assert await asyncio.to_thread(cli_main, argv) == 0  # the CLI runs its own event loop
+
+    await assert_dropped_everywhere(a, b, "/p/1")
+    await assert_kept_everywhere(a, b, "/p/2")

@@ -26,7 +26,7 @@ from edgecache.stores.redis import (
     tag_digest,
 )
 from tests.helpers import FakeClock
-from tests.redis_server import RedisServer, free_cluster_port, free_port
+from tests.redis_server import LocalCluster, RedisServer, SentinelDeployment, free_cluster_port, free_port
 from tests.stores.contract import StoreContract, StoreFactory, make_response, make_vary_index
 
 # Generous: the store gives up after op_timeout (0.25 s by default); this only catches "waits for seconds".
@@ -92,6 +92,56 @@ class TestRedisClusterStoreContract(StoreContract):
                 for key in (store.entry_key("a"), store.entry_key("b"), store.tag_key("red"))
             }
         assert len(slots) == 3
+
+
+class TestRedisThreeNodeClusterStoreContract(StoreContract):
+    """The contract on three masters with the slots split between them: a tag's set and its entries, and
+    the entries among themselves, live on different nodes (redirections and per-node pipelines for real)."""
+
+    bounds_bytes: ClassVar[bool] = False
+
+    @pytest.fixture
+    def make_store(self, redis_cluster: LocalCluster) -> StoreFactory:
+        redis_cluster.reset()
+
+        async def factory(max_bytes: int, clock: FakeClock) -> RedisStore:
+            store = RedisStore.from_url(
+                redis_cluster.url, clock=clock, op_timeout=ROOMY_OP_TIMEOUT, cluster=True
+            )
+            await store.connect()
+            return store
+
+        return factory
+
+    async def test_keys_spread_over_every_node(self, store: RedisStore, redis_cluster: LocalCluster) -> None:
+        # Otherwise the contract tests above would not prove anything about a multi-node cluster.
+        keys = [store.entry_key(f"k{i}") for i in range(20)] + [store.tag_key(f"t{i}") for i in range(20)]
+        nodes = {redis_cluster.node_for_slot(redis_cluster.keyslot(key)).port for key in keys}
+        assert nodes == {server.port for server in redis_cluster.servers}
+
+
+class TestRedisSentinelStoreContract(StoreContract):
+    """The contract through Sentinel: ``redis+sentinel://`` names the sentinels, which name the master."""
+
+    bounds_bytes: ClassVar[bool] = False
+
+    @pytest.fixture
+    def make_store(self, redis_sentinel: SentinelDeployment) -> StoreFactory:
+        redis_sentinel.reset()
+
+        async def factory(max_bytes: int, clock: FakeClock) -> RedisStore:
+            return RedisStore.from_url(redis_sentinel.url, clock=clock, op_timeout=ROOMY_OP_TIMEOUT)
+
+        return factory
+
+    async def test_the_store_writes_to_the_master_the_sentinels_name(
+        self, store: RedisStore, redis_sentinel: SentinelDeployment
+    ) -> None:
+        await store.set("k", make_response("k"))
+        with redis_sentinel.current_master().admin_client() as admin:
+            assert admin.exists(store.entry_key("k")) == 1
+            info = admin.info("replication")
+        assert info["role"] == "master"
 
 
 @pytest.fixture
