@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from edgecache.core.policy import DEFAULT_CACHEABLE_STATUSES, NEVER_STORED
+from edgecache.shadow import ShadowSpec, parse_shadow
 from edgecache.stores.redis_connect import BadRedisUrl, check_redis_url
 
 
@@ -155,6 +156,8 @@ class Settings:
     # CDN asset URL rewriting (edgecache.cdn): off unless cdn_origin and cdn_paths are both set.
     cdn_origin: str | None = None
     cdn_paths: tuple[str, ...] = ()
+    # A candidate configuration simulated beside the live cache (edgecache.shadow); None: off.
+    shadow: ShadowSpec | None = None
     cdn_public_hosts: tuple[str, ...] = ()  # the app's own public hosts: absolute URLs on them are rewritten
     cdn_version: str | None = None  # appended to rewritten asset URLs as a version parameter
     cdn_max_rewrite_bytes: int = 8 * 1024 * 1024  # decoded body size above which bytes pass untouched
@@ -322,6 +325,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "key_host": parse_optional_str,
     "cdn_origin": parse_optional_str,
     "cdn_paths": parse_list,
+    "shadow": lambda v: parse_shadow(v, parse_size),
     "cdn_public_hosts": parse_hosts,
     "cdn_version": parse_optional_str,
     "cdn_max_rewrite_bytes": parse_positive_int,

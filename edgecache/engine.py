@@ -29,6 +29,7 @@ from edgecache.core.keys import CacheKey, KeyRecipe, QueryFilter, path_tag, pref
 from edgecache.core.policy import Policy, request_vary_values
 from edgecache.core.status import Fwd, Outcome, Reason
 from edgecache.observe.stats import CacheStats
+from edgecache.shadow import Shadow
 from edgecache.stores.base import Store
 from edgecache.stores.memory import MemoryStore
 from edgecache.stores.redis import RedisStore
@@ -103,6 +104,10 @@ class Cache:
         self.query_filter = QueryFilter(ignore=s.query_ignore, allow=s.query_allow)
         self.clock = clock
         self.stats = CacheStats()
+        self.shadow: Shadow | None = None
+        if s.shadow is not None:
+            self.shadow = Shadow(s.shadow, capacity=s.l1_max_bytes, clock=clock, policy=self.policy)
+            self.stats.shadow = self.shadow.stats
         self.shared: SharedTier | None = None
         if store is None:
             store = MemoryStore(

@@ -82,6 +82,7 @@ class CacheInterceptor:
         self._get_nowait: Callable[[str], CacheObject | None] | None = getattr(
             self.cache.store, "get_nowait", None
         )
+        self._shadow = self.cache.shadow  # shadow mode (edgecache.shadow): one call per request when on
         # A bounded memo for the plain hit path: request URI parts → key.
         self._keys: dict[tuple[str, bytes, bytes, bytes], CacheKey] = {}
 
@@ -99,6 +100,8 @@ class CacheInterceptor:
             # let an inner cache store what the outer one decided not to.
             await self.app(scope, receive, send)
             return
+        if self._shadow is not None:
+            send = self._shadow.watch(scope, send)
         if self._plain_hits and scope["method"] in ("GET", "HEAD") and await self._plain_hit(scope, send):
             return
         await _Exchange(self.app, self.cache, scope, receive, send).run()
