@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from edgecache.core.policy import DEFAULT_CACHEABLE_STATUSES, NEVER_STORED
+from edgecache.shadow import ShadowSpec, parse_shadow
 from edgecache.stores.redis_connect import BadRedisUrl, check_redis_url
 
 
@@ -155,8 +156,23 @@ class Settings:
     # The host every cache key uses instead of the request's Host; the proxy sets it to its upstream, so
     # that invented Host headers cannot multiply entries of one origin.
     key_host: str | None = None
+    # CDN asset URL rewriting (edgecache.cdn): off unless cdn_origin and cdn_paths are both set.
     cdn_origin: str | None = None
     cdn_paths: tuple[str, ...] = ()
+    # A candidate configuration simulated beside the live cache (edgecache.shadow); None: off.
+    shadow: ShadowSpec | None = None
+    cdn_public_hosts: tuple[str, ...] = ()  # the app's own public hosts: absolute URLs on them are rewritten
+    cdn_version: str | None = None  # appended to rewritten asset URLs as a version parameter
+    cdn_max_rewrite_bytes: int = 8 * 1024 * 1024  # decoded body size above which bytes pass untouched
+    # Cache-Control max-age added to 200 responses for asset paths that carry no freshness of their own
+    # (what the CDN pulls); None adds nothing.
+    cdn_asset_max_age: float | None = None
+    # Purge at the CDN too when a tag is purged through this node: "fastly", "cloudflare" or None.
+    cdn_purge_provider: str | None = None
+    cdn_purge_service: str | None = None  # Fastly service id
+    cdn_purge_zone: str | None = None  # Cloudflare zone id
+    cdn_purge_token: str | None = field(default=None, repr=False)  # Fastly-Key / Cloudflare API token
+    cdn_purge_timeout: float = 5.0  # per provider call, off the request path
 
     @classmethod
     def load(cls, options: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
@@ -195,10 +211,7 @@ class Settings:
         for name in ("redis_timeout", "subscriber_heartbeat", "generation_check_interval", "l1_max_ttl"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be greater than 0")
-        if self.cdn_origin is not None or self.cdn_paths:
-            raise ConfigError(
-                "cdn_origin: CDN URL rewriting is not available in this release; leave it unset"
-            )
+        self._check_cdn()
         self._check_lease()
         if self.query_allow is not None and self.query_ignore:
             raise ConfigError("query_allow: give either query_allow or query_ignore, not both")
@@ -223,6 +236,85 @@ class Settings:
                 "lease_wait: must not exceed coalesce_timeout: a node's other requests wait that long for "
                 "the one that waits for the lease"
             )
+
+    def _check_cdn(self) -> None:
+        if self.cdn_origin is None and self.cdn_paths:
+            raise ConfigError("cdn_origin: cdn_paths is set but cdn_origin is not; give both or neither")
+        if self.cdn_origin is not None and not self.cdn_paths:
+            raise ConfigError("cdn_paths: cdn_origin is set but cdn_paths is not; give the asset prefixes")
+        for prefix in self.cdn_paths:
+            if not prefix.startswith("/") or prefix.startswith("//"):
+                raise ConfigError(
+                    f"cdn_paths: {prefix!r} is not a root-relative path prefix such as /static/"
+                )
+        if self.cdn_origin is not None:
+            from edgecache.cdn import CdnConfig  # noqa: PLC0415 - config is imported by everything
+
+            try:
+                CdnConfig(
+                    origin=self.cdn_origin,
+                    paths=self.cdn_paths,
+                    public_hosts=self.cdn_public_hosts,
+                    version=self.cdn_version,
+                )
+            except ValueError as exc:
+                raise ConfigError(f"{_cdn_option(str(exc))}: {exc}") from None
+        else:
+            for name in ("cdn_public_hosts", "cdn_version", "cdn_asset_max_age"):
+                if getattr(self, name) not in ((), None):
+                    raise ConfigError(f"{name}: needs cdn_origin and cdn_paths")
+        if self.cdn_purge_timeout <= 0:
+            raise ConfigError("cdn_purge_timeout: must be greater than 0")
+        provider = self.cdn_purge_provider
+        if provider is None:
+            for name in ("cdn_purge_service", "cdn_purge_zone", "cdn_purge_token"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{name}: needs cdn_purge_provider (fastly or cloudflare)")
+            return
+        if provider not in PURGE_PROVIDERS:
+            raise ConfigError(f"cdn_purge_provider: expected fastly or cloudflare, got {provider!r}")
+        needed = "cdn_purge_service" if provider == "fastly" else "cdn_purge_zone"
+        other = "cdn_purge_zone" if provider == "fastly" else "cdn_purge_service"
+        if getattr(self, needed) is None:
+            raise ConfigError(f"{needed}: the {provider} purge needs it")
+        if getattr(self, other) is not None:
+            raise ConfigError(f"{other}: not used by the {provider} purge; leave it unset")
+        if self.cdn_purge_token is None:
+            raise ConfigError(
+                f"cdn_purge_token: the {provider} purge needs an API token "
+                f"(set {ENV_PREFIX}CDN_PURGE_TOKEN rather than passing it on a command line)"
+            )
+
+
+PURGE_PROVIDERS = ("fastly", "cloudflare")
+
+
+def _cdn_option(message: str) -> str:
+    """The option a ``CdnConfig`` error is about (its messages start with what they check)."""
+    for start, name in (
+        ("cdn path", "cdn_paths"),
+        ("public host", "cdn_public_hosts"),
+        ("cdn version", "cdn_version"),
+    ):
+        if message.startswith(start):
+            return name
+    return "cdn_origin"
+
+
+def parse_optional_lower(value: object) -> str | None:
+    text = parse_optional_str(value)
+    return None if text is None or text.lower() == "none" else text.lower()
+
+
+def parse_hosts(value: object) -> tuple[str, ...]:
+    hosts = tuple(h.lower() for h in parse_list(value))
+    for host in hosts:
+        if not _HOST.match(host):
+            raise ValueError(f"{host!r} is not a host name (give host or host:port, no scheme or path)")
+    return hosts
+
+
+_HOST = re.compile(r"^(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?$")
 
 
 _PARSERS: dict[str, Callable[[object], Any]] = {
@@ -261,6 +353,16 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "key_host": parse_optional_str,
     "cdn_origin": parse_optional_str,
     "cdn_paths": parse_list,
+    "shadow": lambda v: parse_shadow(v, parse_size),
+    "cdn_public_hosts": parse_hosts,
+    "cdn_version": parse_optional_str,
+    "cdn_max_rewrite_bytes": parse_positive_int,
+    "cdn_asset_max_age": parse_optional_seconds,
+    "cdn_purge_provider": parse_optional_lower,
+    "cdn_purge_service": parse_optional_str,
+    "cdn_purge_zone": parse_optional_str,
+    "cdn_purge_token": parse_optional_str,
+    "cdn_purge_timeout": parse_seconds,
 }
 assert set(_PARSERS) == {f.name for f in fields(Settings)}, "every setting needs a parser"
 
