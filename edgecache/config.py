@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgecache.core.policy import DEFAULT_CACHEABLE_STATUSES, NEVER_STORED
+from edgecache.shadow import ShadowSpec, parse_shadow
 from edgecache.stores.redis_connect import BadRedisUrl, check_redis_url
 
 
@@ -155,6 +156,9 @@ class Settings:
     stale_if_error: float = 0.0
     coalesce: bool = True
     coalesce_timeout: float = 10.0
+    coalesce_across_nodes: bool = False  # a Redis lease per key: N nodes missing it make one origin call
+    lease_ttl: float = 2.0  # seconds a lease lives without renewal (its holder renews it every third)
+    lease_wait: float = 5.0  # longest wait for another node's fetch before fetching here
     hit_for_miss_ttl: float = 30.0
     origin_timeout: float | None = None
     strip_tag_headers: bool = True
@@ -164,6 +168,8 @@ class Settings:
     # CDN asset URL rewriting (edgecache.cdn): off unless cdn_origin and cdn_paths are both set.
     cdn_origin: str | None = None
     cdn_paths: tuple[str, ...] = ()
+    # A candidate configuration simulated beside the live cache (edgecache.shadow); None: off.
+    shadow: ShadowSpec | None = None
     cdn_public_hosts: tuple[str, ...] = ()  # the app's own public hosts: absolute URLs on them are rewritten
     cdn_version: str | None = None  # appended to rewritten asset URLs as a version parameter
     cdn_max_rewrite_bytes: int = 8 * 1024 * 1024  # decoded body size above which bytes pass untouched
@@ -237,8 +243,30 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be greater than 0")
         self._check_cdn()
+        self._check_lease()
         if self.query_allow is not None and self.query_ignore:
             raise ConfigError("query_allow: give either query_allow or query_ignore, not both")
+
+    def _check_lease(self) -> None:
+        for name in ("lease_ttl", "lease_wait"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be greater than 0")
+        if not self.coalesce_across_nodes:
+            return
+        if self.redis_url is None:
+            raise ConfigError("coalesce_across_nodes: needs redis_url (the lease lives in Redis)")
+        if not self.coalesce:
+            raise ConfigError("coalesce_across_nodes: needs coalesce (each node's leader takes the lease)")
+        if self.lease_ttl < 3 * self.redis_timeout:
+            raise ConfigError(
+                f"lease_ttl: must be at least 3 × redis_timeout ({3 * self.redis_timeout:g} s), so that a "
+                "renewal every lease_ttl/3 lands before the lease expires"
+            )
+        if self.lease_wait > self.coalesce_timeout:
+            raise ConfigError(
+                "lease_wait: must not exceed coalesce_timeout: a node's other requests wait that long for "
+                "the one that waits for the lease"
+            )
 
     def _check_cdn(self) -> None:
         if self.cdn_origin is None and self.cdn_paths:
@@ -347,12 +375,16 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "stale_if_error": parse_seconds,
     "coalesce": parse_bool,
     "coalesce_timeout": parse_seconds,
+    "coalesce_across_nodes": parse_bool,
+    "lease_ttl": parse_seconds,
+    "lease_wait": parse_seconds,
     "hit_for_miss_ttl": parse_seconds,
     "origin_timeout": parse_optional_seconds,
     "strip_tag_headers": parse_bool,
     "key_host": parse_optional_str,
     "cdn_origin": parse_optional_str,
     "cdn_paths": parse_list,
+    "shadow": lambda v: parse_shadow(v, parse_size),
     "cdn_public_hosts": parse_hosts,
     "cdn_version": parse_optional_str,
     "cdn_max_rewrite_bytes": parse_positive_int,

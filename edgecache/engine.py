@@ -28,7 +28,9 @@ from edgecache.core.invalidation import DomainEvent, EventRules, Invalidation, S
 from edgecache.core.keys import CacheKey, KeyRecipe, QueryFilter, path_tag, prefix_tag, uri_tag, variant_key
 from edgecache.core.policy import Policy, request_vary_values
 from edgecache.core.status import Fwd, Outcome, Reason
+from edgecache.lease import Leases
 from edgecache.observe.stats import CacheStats
+from edgecache.shadow import Shadow
 from edgecache.stores.base import Store
 from edgecache.stores.memory import MemoryStore
 from edgecache.stores.redis import RedisStore
@@ -103,7 +105,12 @@ class Cache:
         self.query_filter = QueryFilter(ignore=s.query_ignore, allow=s.query_allow)
         self.clock = clock
         self.stats = CacheStats()
+        self.shadow: Shadow | None = None
+        if s.shadow is not None:
+            self.shadow = Shadow(s.shadow, capacity=s.l1_max_bytes, clock=clock, policy=self.policy)
+            self.stats.shadow = self.shadow.stats
         self.shared: SharedTier | None = None
+        self.leases: Leases | None = None  # coalescing across nodes (coalesce_across_nodes)
         if store is None:
             store = MemoryStore(
                 s.l1_max_bytes, clock=clock, max_object_bytes=s.max_object_bytes, on_evict=self.stats.evicted
@@ -118,10 +125,24 @@ class Cache:
                     cluster=s.redis_cluster,
                 )
                 breaker = CircuitBreaker(s.redis_breaker_failures, s.redis_breaker_reset)
-                store = TieredStore(store, l2, clock=clock, l1_max_ttl=s.l1_max_ttl, breaker=breaker)
+                store = tiered = TieredStore(store, l2, clock=clock, l1_max_ttl=s.l1_max_ttl, breaker=breaker)
                 from edgecache.shared import SharedTier  # noqa: PLC0415 - it imports this module
 
                 self.shared = SharedTier(self, store)
+                if s.coalesce_across_nodes:
+                    self.leases = Leases(
+                        l2.client,
+                        namespace=s.namespace,
+                        ttl=s.lease_ttl,
+                        wait=s.lease_wait,
+                        op_timeout=s.redis_timeout,
+                        hit_for_miss_ttl=s.hit_for_miss_ttl,
+                        breaker=breaker,
+                        ready=lambda: tiered.l2_ready,
+                        settled=tiered.l2_settled,
+                        clock=clock,
+                        counters=self.stats.lease,
+                    )
         self.store: Store = store
         self.flights: dict[str, Flight] = {}
         self.hit_for_miss: TTLCache[str, bool] = TTLCache(
@@ -410,7 +431,9 @@ class Cache:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.shared is not None:
-            await self.shared.aclose()
+            await self.shared.aclose()  # flushes the write-behind: pending lease releases can then finish
+        if self.leases is not None:
+            await self.leases.aclose()
         await self.store.aclose()
 
 

@@ -37,6 +37,7 @@ from edgecache.core.policy import (
 from edgecache.core.ranges import ByteRange, Unsatisfiable, select_range
 from edgecache.core.status import Fwd, Outcome, Reason, render_hit
 from edgecache.engine import Cache, Flight, Uri, same_origin_targets
+from edgecache.lease import Lease, LeaseOutcome
 
 logger = logging.getLogger("edgecache")
 
@@ -82,6 +83,7 @@ class CacheInterceptor:
         self._get_nowait: Callable[[str], CacheObject | None] | None = getattr(
             self.cache.store, "get_nowait", None
         )
+        self._shadow = self.cache.shadow  # shadow mode (edgecache.shadow): one call per request when on
         # A bounded memo for the plain hit path: request URI parts → key.
         self._keys: dict[tuple[str, bytes, bytes, bytes], CacheKey] = {}
 
@@ -99,6 +101,8 @@ class CacheInterceptor:
             # let an inner cache store what the outer one decided not to.
             await self.app(scope, receive, send)
             return
+        if self._shadow is not None:
+            send = self._shadow.watch(scope, send)
         if self._plain_hits and scope["method"] in ("GET", "HEAD") and await self._plain_hit(scope, send):
             return
         await _Exchange(self.app, self.cache, scope, receive, send).run()
@@ -229,6 +233,7 @@ class _Exchange:
         "send",
         "stale",
         "token",
+        "unshareable",
         "uri",
     )
 
@@ -381,6 +386,7 @@ class _Exchange:
         self.origin_headers: RawHeaders = []
         self.token = 0
         self.request_time = 0.0
+        self.unshareable = False  # the response turned out not shareable (hit-for-miss applies)
         coalesce = (
             flight is None
             and plan.store
@@ -395,9 +401,25 @@ class _Exchange:
                 return
             # Otherwise the leader was slow (we neither store nor lead: it still does) or its response did
             # not suit us (we fetch alone, and store if storable).
+        lease: Lease | None = None
         try:
+            if self.flight is not None and flight is None and stale is None and cache.leases is not None:
+                # This node's leader for a plain miss (not a revalidation, not a background refresh): one
+                # node in the cluster fetches; the others wait for it (bounded) and read L2.
+                result, lease = await cache.leases.acquire(primary.digest)
+                if result is LeaseOutcome.STORED and await self._serve_from_lease():
+                    return
+                if result is LeaseOutcome.PASS:
+                    cache.hit_for_miss[primary.digest] = True
             await self._call_app(query)
         finally:
+            if lease is not None and cache.leases is not None:
+                cache.leases.release(
+                    lease,
+                    primary.digest,
+                    stored=self.flight is not None and self.flight.entry is not None,
+                    unshareable=self.unshareable,
+                )
             if self.flight is not None:
                 self.flight.done.set()
                 if cache.flights.get(primary.digest) is self.flight:
@@ -417,6 +439,22 @@ class _Exchange:
             return False
         now = cache.clock()
         outcome = Outcome(self.fwd, None, collapsed=True, ttl=int(entry.ttl(now)))
+        cache.report(outcome, self.scope["method"])
+        await self._serve(entry, now, outcome.render().encode())
+        return True
+
+    async def _serve_from_lease(self) -> bool:
+        """Another node stored the response: answer from L2 (and hand it to this node's waiters); False
+        when L2 has nothing fresh for this request (a failed write, another variant, a purge since)."""
+        cache = self.cache
+        entry = (await cache.lookup(self.primary, self.fields)).entry
+        now = cache.clock()
+        if entry is None or decide_use(entry, self.plan.cache_control, now).use is not Use.FRESH:
+            cache.stats.lease["stored_missing"] += 1
+            return False
+        if self.flight is not None:
+            self.flight.entry = entry
+        outcome = Outcome(self.fwd, Reason.LEASE, collapsed=True, ttl=int(entry.ttl(now)))
         cache.report(outcome, self.scope["method"])
         await self._serve(entry, now, outcome.render().encode())
         return True
@@ -561,6 +599,7 @@ class _Exchange:
             self.buffer = []
             return
         if decision.remember_uncacheable:
+            self.unshareable = True
             self.cache.hit_for_miss[self.primary.digest] = True
         self.mode = "stream"
         if self.cache.cdn is not None:
@@ -603,6 +642,7 @@ class _Exchange:
     async def _give_up_storing(self, reason: Reason) -> None:
         """The response turned out too large (or unusual) to store: send what was held, then stream."""
         assert self.decision is not None and self.decision.entry is not None
+        self.unshareable = True
         self.cache.hit_for_miss[self.primary.digest] = True
         self.mode = "stream"
         entry = self.decision.entry

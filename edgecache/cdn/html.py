@@ -60,15 +60,17 @@ _BORING = rf"""
     )"""
 
 
-# From where the last match ended: everything boring (skipped inside the pattern, at C speed), then the next
-# start tag that needs a look: ``name``, ``attrs``, ``end`` (``None`` when the document ends inside the tag),
-# and for a raw text element ``rn`` and its contents ``raw`` (up to its end tag). The first attribute that
-# may hold a URL comes with it (``n`` and its value in ``dq``, ``sq`` or ``uq``), and ``more`` is the rest
-# of the attributes when another such attribute follows (most tags have one). Used with ``match``, never
-# ``search``: a search would resume inside a tag after a failed match.
 def _next_pattern(xml: bool) -> re.Pattern[str]:
-    # In XHTML (XML), ``<script .../>`` is a complete element; in HTML the slash is ignored and the raw
-    # text runs to the end tag.
+    """From where the last match ended: everything boring (skipped inside the pattern, at C speed), then the
+    next start tag that needs a look: ``name``, ``attrs``, ``end`` (``None`` when the document ends inside
+    the tag), and for a raw text element ``rn`` and its contents ``raw`` (up to its end tag). The first
+    attribute that may hold a URL comes with it (``n``, its value in ``dq``, ``sq`` or ``uq``), and ``more``
+    is the rest of the attributes when another such attribute follows (most tags have one). Used with
+    ``match``, never ``search``: a search would resume inside a tag after a failed match.
+
+    In XHTML (``xml``), ``<script .../>`` is a complete element; in HTML the slash is ignored and the raw
+    text runs to the end tag.
+    """
     raw_text = rf"(?P<raw>(?>(?:[^<]++|<(?!/(?i:(?P=rn))[{_WS}/>]))*))"
     contents = rf"(?:(?<=/>)|{raw_text})" if xml else raw_text
     return re.compile(
@@ -100,7 +102,6 @@ _ATTR = re.compile(
     rf"[{_WS}/]*+(?P<n>[^{_WS}/>][^{_WS}/=>]*+)"
     rf"""(?>(?:[{_WS}]*+=[{_WS}]*+(?:"(?P<dq>[^"]*+)"|'(?P<sq>[^']*+)'|(?P<uq>[^{_WS}>]*+)))?)"""
 )
-_RAW_TEXT = frozenset({"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes"})
 # What each attribute holds: one URL (``_HREF``: one URL, except on <base> and <use>), a srcset, CSS.
 _URL, _HREF, _SRCSET, _STYLE = 0, 1, 2, 3
 _KIND = {

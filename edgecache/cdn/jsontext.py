@@ -14,13 +14,17 @@ import re
 
 from .urls import UrlMatcher
 
-# From where the last match ended: everything up to the next string that could be an asset URL (it starts
-# with ``/``, an escape, or ``http``), skipping other strings whole; used with ``match``, never ``search``.
+# From where the last match ended: everything up to the next string value that could be an asset URL (it
+# starts with ``/``, an escape, or ``http``), skipping other strings and keys (strings followed by ``:``)
+# whole; used with ``match``, never ``search``.
 _NEXT = re.compile(
-    r"""(?:[^"]++|"(?![/\\]|[Hh][Tt][Tt][Pp])(?:[^"\\]++|\\.)*+")*+"(?P<s>(?:[^"\\]++|\\.)*+)\"""",
-    re.S,
+    r"""(?:[^"]++
+          | "(?![/\\]|[Hh][Tt][Tt][Pp])(?:[^"\\]++|\\.)*+"
+          | "(?:[^"\\]++|\\.)*+"(?=[ \t\n\r]*:)
+        )*+
+        "(?P<s>(?:[^"\\]++|\\.)*+)\"""",
+    re.S | re.X,
 )
-_WS_COLON = re.compile(r"[ \t\n\r]*:")
 
 
 def _encode(value: str, raw: str) -> str:
@@ -33,6 +37,7 @@ def _encode(value: str, raw: str) -> str:
 def rewrite_json(matcher: UrlMatcher, text: str) -> str | None:
     """``text`` with its asset URL string values on the CDN, or ``None`` when nothing changed (or invalid)."""
     origin = matcher.origin
+    origin_json = json.dumps(origin)[1:-1]
     plan_of = matcher.plan
     out: list[str] = []
     last = 0
@@ -43,8 +48,6 @@ def rewrite_json(matcher: UrlMatcher, text: str) -> str | None:
         if m is None:
             break
         pos = m.end()
-        if _WS_COLON.match(text, pos):
-            continue  # a key
         raw = m.group("s")
         if "\\" in raw:
             try:
@@ -59,15 +62,16 @@ def rewrite_json(matcher: UrlMatcher, text: str) -> str | None:
         drop, insert_at, tail = plan
         start = m.start("s")
         out.append(text[last:start])
-        if raw == decoded:
-            out.append(_encode(origin, raw) + raw[drop:insert_at] + tail + raw[insert_at:])
+        if raw is decoded:
+            out.append(origin_json + raw[drop:insert_at] + tail + raw[insert_at:])
         else:
             out.append(_encode(origin + decoded[drop:insert_at] + tail + decoded[insert_at:], raw))
         last = pos - 1
     if not out:
         return None
     try:
-        json.loads(text)
+        # a byte order mark may precede JSON (RFC 8259 §8.1 lets parsers ignore it; Python's refuses it)
+        json.loads(text[1:] if text.startswith("\ufeff") else text)
     except (ValueError, RecursionError):  # invalid, or nested deeper than the parser goes: left alone
         return None
     out.append(text[last:])

@@ -2,35 +2,46 @@
 
 Layout (as in Caffeine): a small LRU *window* takes every new key; what falls out of the window becomes a
 *candidate* in the main region, a segmented LRU (*probation* then *protected*). When the cache is over
-capacity, a candidate only stays if a frequency sketch says it has been asked for more often than the
-entries it would push out; so one-hit wonders and scans pass through the window and leave, while the hot set
-stays in main. A hit in probation promotes the entry to protected (80 % of main); protected overflow is
-demoted back to probation.
+capacity, a candidate only stays if its frequency is higher than that of the entries it would push out; so
+one-hit wonders and scans pass through the window and leave, while the hot set stays in main. A hit in
+probation promotes the entry to protected (80 % of main); protected overflow is demoted back to probation.
+The key just added always stays resident until the next ``add`` (a store can read what it just wrote),
+even when it alone overfills the window; it meets the filter when it leaves the window.
 
 Weighted admission: a candidate of weight ``w`` may need several victims. Victims are taken from the
 least-recently-used end of probation, then of protected, until they free ``min(w, excess)``; the candidate is
-admitted only if its estimated frequency is strictly greater than that of *every* victim (the most frequent
-one decides). So a large object must be more popular than each thing it displaces; when it is not, the
+admitted only if its frequency is strictly greater than that of *every* victim (the most frequent one
+decides). So a large object must be more popular than each thing it displaces; when it is not, the
 candidate alone is evicted and the victims keep their places.
 
-Adaptive window (hill climbing, as Caffeine sizes it): the hit ratio is sampled over windows of requests;
-when a step improved it the window keeps moving the same way, otherwise it turns back; the step restarts
-large when the hit ratio jumps by 5 points and otherwise decays. A recency-biased trace (popularity drift)
-grows the window toward LRU; a frequency-biased one (Zipf, scans) shrinks it toward TinyLFU.
+Adaptive window: two ghosts of the same small weight (5 % of the capacity, keys only) remember the last
+candidates the filter turned away and main's last victims. A later miss on the first means a window bigger
+by that much would have hit; on the second, a main bigger by that much would have. Every sample of
+accesses the window moves toward the side whose ghost was missed more, by up to 15 % of the capacity
+(scaled by the imbalance). This is hill climbing on a measured gradient. Caffeine's climber compares the
+hit ratio of successive samples instead; measured here on a trace whose popularity drifts in steps, it
+could not tell the trace's own jumps from the effect of its moves (66 % against LRU's 71.7 % at 10 %),
+while both ghosts see the same jumps. Recency-biased traffic grows the window toward LRU; skewed traffic
+with one-hit wonders shrinks it toward TinyLFU.
 
-Frequency sketch: a count-min sketch of 4-bit counters (saturating at 15), four counters per key, with a
-doorkeeper bit set in front of it (a key's first sighting in a period only sets its bit) and periodic aging:
-after ``10 × tracked keys`` recorded accesses every counter is halved and the doorkeeper cleared, so old
-popularity fades. Counters are held one per byte (halving is then one C-level ``bytes.translate``).
+Frequencies: a count-min sketch of 4-bit counters (saturating at 15), four counters per key, with a
+doorkeeper bit set in front of it (a key's first sighting in a period only sets its bit), records the
+accesses of non-resident keys. A resident key has its own counter instead (the sketch's estimate when it
+was added, plus its hits), because a hit in Python cannot afford four hashed counter updates; it goes back
+into the sketch when the key leaves. Every ``10 x tracked keys`` accesses everything is halved and the
+doorkeeper cleared (aging), so old popularity fades; the residents' counters are rebuilt in one pass then
+(the request that triggers it pays for it: about 15 ms per 100,000 residents on the development machine,
+once per million accesses or more at that size). Counters are held one per byte so that halving is one
+C-level ``bytes.translate``. Sketch hashing is CRC-32 (deterministic: Python's ``hash`` is salted per
+process, and simulations must give the same figures on every run); only misses, admissions and evictions
+hash.
 
 Memory: for ``n`` tracked keys (the capacity in entries when weights are 1, otherwise the resident count,
-grown by doubling) the sketch holds ``8 × n`` counter bytes and ``n`` doorkeeper bytes (8 bits per key),
-rounded up to powers of two: about 9 bytes per tracked key; ``n`` is capped at ``MAX_TRACKED_KEYS``
-(2**20), so the sketch never exceeds ~9.4 MiB however many keys pass through. Resident entries themselves
-cost one ordered-dict slot (key → weight) each, on top of the store's own dict.
-
-Keys are hashed with Python's ``hash`` (cached on ``str`` objects, so the hit path pays for it once), which
-is salted per process: two runs may differ by sketch collisions, never by more than noise.
+grown by doubling from 1024) the sketch holds ``8 x n`` counter bytes and ``n`` doorkeeper bytes (8 bits
+per key), ``n`` rounded up to a power of two: 9 bytes per tracked key, capped at ``MAX_TRACKED_KEYS``
+(2**20), so the sketch never exceeds 9 MiB however many keys pass through. Each resident costs two dict
+slots here (its region's and its counter's) on top of the store's own; each ghost holds at most 5 % of the
+capacity.
 """
 
 from __future__ import annotations

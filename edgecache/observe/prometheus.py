@@ -43,11 +43,46 @@ class CacheCollector(Collector):
             "Requests answered by a concurrent request's fetch",
             value=stats.coalesced,
         )
+        if stats.lease or self.cache.leases is not None:
+            leases = CounterMetricFamily(
+                f"{p}_lease",
+                "Cross-node coalescing: lease acquisitions and waits by result",
+                labels=["result"],
+            )
+            for result, count in sorted(stats.lease.items()):
+                leases.add_metric([result], count)
+            yield leases
+        if self.cache.leases is not None:
+            yield GaugeMetricFamily(
+                f"{p}_lease_waiting",
+                "Requests acquiring or waiting for a cross-node lease now",
+                value=self.cache.leases.waiting,
+            )
         yield CounterMetricFamily(f"{p}_stored_bytes", "Bytes of responses stored", value=stats.stored_bytes)
         yield CounterMetricFamily(
             f"{p}_evicted_bytes", "Bytes evicted from L1 for space or expiry", value=stats.evicted_bytes
         )
         yield CounterMetricFamily(f"{p}_invalidations", "Invalidations applied", value=stats.invalidations)
+        shadow = stats.shadow
+        if shadow is not None:
+            yield CounterMetricFamily(
+                f"{p}_shadow_requests", "GET/HEAD requests seen by shadow mode", value=shadow.requests
+            )
+            hits = CounterMetricFamily(
+                f"{p}_shadow_hits",
+                "Of those, hits: served from the live cache (live) or that the shadow configuration "
+                "would have served (shadow)",
+                labels=["cache"],
+            )
+            hits.add_metric(["live"], shadow.live_hits)
+            hits.add_metric(["shadow"], shadow.shadow_hits)
+            yield hits
+            ratio = GaugeMetricFamily(
+                f"{p}_shadow_hit_ratio", "Hit ratio over the requests shadow mode saw", labels=["cache"]
+            )
+            ratio.add_metric(["live"], shadow.live_hit_ratio)
+            ratio.add_metric(["shadow"], shadow.shadow_hit_ratio)
+            yield ratio
         if self.cache.cdn is not None:
             rewrites = CounterMetricFamily(
                 f"{p}_cdn_responses",

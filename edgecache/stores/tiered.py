@@ -76,6 +76,7 @@ class TieredStore:
         self._pending_purges: deque[tuple[frozenset[str], tuple[str, ...]]] = deque(maxlen=PENDING_PURGES_MAX)
         # Keys with a write still queued for L2: until it lands, L2 may hold an older object for them.
         self._queued_keys: Counter[str] = Counter()
+        self._settled: dict[str, asyncio.Event] = {}  # set when a key's queued writes have all been tried
         self.counters: Counter[str] = Counter()
         self._fences: deque[tuple[float, frozenset[str] | None, frozenset[str]]] = deque(maxlen=4096)
 
@@ -162,6 +163,9 @@ class TieredStore:
                 self._queued_keys[key] -= 1
                 if self._queued_keys[key] <= 0:
                     del self._queued_keys[key]
+                    settled = self._settled.pop(key, None)
+                    if settled is not None:
+                        settled.set()
                 self._writes.task_done()
 
     def _purged_since(self, seq: int, key: str, tags: frozenset[str]) -> bool:
@@ -199,6 +203,19 @@ class TieredStore:
             at > value.response_time and (tags is None or tags & value.tags or key in keys)
             for at, tags, keys in fences
         )
+
+    async def l2_settled(self, key: str, within: float) -> bool:
+        """Wait (at most ``within`` seconds) until no write of ``key`` is queued for L2 any more, so that
+        another node reading L2 now finds what this node stored (when the write succeeded)."""
+        if key not in self._queued_keys:
+            return True
+        settled = self._settled.setdefault(key, asyncio.Event())
+        try:
+            async with asyncio.timeout(within):
+                await settled.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def flush_writes(self) -> None:
         """Wait until every queued L2 write has been attempted (tests, shutdown)."""

@@ -45,6 +45,17 @@ def css(text: str, rewriter: AssetRewriter = R) -> str | None:
             id="image-set-url",
         ),
         pytest.param(
+            'a{b:image-set("/static/a.png" 1x, url(/static/b.png) 2x, "/static/c.avif" type("image/avif"))}',
+            f'a{{b:image-set("{CDN}/static/a.png" 1x, url({CDN}/static/b.png) 2x,'
+            f' "{CDN}/static/c.avif" type("image/avif"))}}',
+            id="image-set-strings",
+        ),
+        pytest.param(
+            "a{b:-webkit-image-set('/static/a.png' 1x)} c{content:'/static/no.png'}",
+            f"a{{b:-webkit-image-set('{CDN}/static/a.png' 1x)}} c{{content:'/static/no.png'}}",
+            id="webkit-image-set-then-plain-string",
+        ),
+        pytest.param(
             "a{b:url(/static/\\28 x\\29.png)}",
             f"a{{b:url({CDN}/static/\\28 x\\29.png)}}",
             id="escapes-kept",
@@ -76,6 +87,9 @@ def test_rewritten(source: str, expected: str) -> None:
         pytest.param('a{content:"url(/static/a.png)"}', id="string"),
         pytest.param("a{content:'it\\'s url(/static/a.png)'}", id="string-with-escaped-quote"),
         pytest.param("a{b:xurl(/static/a.png) c:my-url(/static/a.png)}", id="other-functions"),
+        pytest.param(
+            'a{b:my-image-set("/static/a.png") c:image-set(type("/static/a.png"))}', id="not-image-set"
+        ),
         pytest.param("a{b:u\\72l(/static/a.png)}", id="escaped-function-name"),
         pytest.param("a{b:url(/static/a b.png)}", id="bad-url"),
         pytest.param("a{b:url(/static/a.png", id="unterminated-url"),

@@ -99,3 +99,8 @@ def test_invalid_escape_in_a_candidate_string_leaves_the_document_alone() -> Non
 def test_new_text_the_charset_cannot_encode_leaves_the_document_alone() -> None:
     body = '{"a": "/static/\u00e9\\u20ac.png"}'.encode("latin-1")
     assert R.rewrite_body("application/json", body, "latin-1") is None
+
+
+def test_byte_order_mark_is_kept() -> None:
+    body = '\ufeff{"a": "/static/a.png"}'.encode()
+    assert R.rewrite_body("application/json", body) == f'\ufeff{{"a": "{CDN}/static/a.png"}}'.encode()
