@@ -433,7 +433,7 @@ def environment_source(environ: Mapping[str, str], *, empty_is_unset: bool = Fal
 
 
 # What a TOML value may be for an option; the option's parser checks the value itself afterwards.
-Kind = Literal["bool", "number", "size", "list", "string", "scalar"]
+Kind = Literal["bool", "number", "size", "list", "string", "scalar", "spec"]
 _KIND_TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "number": (int, float),
@@ -441,6 +441,7 @@ _KIND_TYPES: dict[str, tuple[type, ...]] = {
     "list": (list, str),  # ["a", "b"] or "a,b"
     "string": (str,),
     "scalar": (str, int, float),
+    "spec": (str, dict),  # "name=value,..." or a TOML table of the same names
 }
 _KIND_WORDS = {
     "bool": "true or false",
@@ -449,6 +450,7 @@ _KIND_WORDS = {
     "list": "an array (or a comma-separated string)",
     "string": "a string",
     "scalar": "a string or a number",
+    "spec": 'a string such as "ttl=300,query=sorted" or a table',
 }
 _TOML_TYPE_NAMES = {
     bool: "a boolean",
@@ -522,6 +524,7 @@ def _kind_of(parser: Callable[[object], Any]) -> Kind:
 
 
 SETTING_KINDS: dict[str, Kind] = {name: _kind_of(parser) for name, parser in _PARSERS.items()}
+SETTING_KINDS["shadow"] = "spec"
 
 
 # One line per option for `edgecache proxy --help` (the README's options table says more).
@@ -567,6 +570,10 @@ OPTION_HELP: dict[str, str] = {
     "cdn_purge_zone": "Cloudflare zone id (cdn_purge_provider = cloudflare)",
     "cdn_purge_token": "the CDN's API token; from the environment only",
     "cdn_purge_timeout": "seconds per CDN purge call, off the request path",
+    "coalesce_across_nodes": "with redis_url: concurrent misses on several nodes make one upstream call",
+    "lease_ttl": "seconds a cross-node coalescing lease lives without renewal",
+    "lease_wait": "longest wait in seconds for another node's fetch before fetching here",
+    "shadow": "a candidate configuration simulated beside the live cache, e.g. ttl=300,query=sorted",
 }
 
 # Secrets: read from their EDGECACHE_* variable only, never from a file or a command-line flag.

@@ -186,3 +186,15 @@ def test_a_missing_or_undecodable_file_is_a_clear_error(tmp_path):
 def test_every_option_has_help_and_a_file_kind():
     assert set(OPTION_HELP) == set(OPTION_NAMES)
     assert set(SETTING_KINDS) == set(OPTION_NAMES)
+
+
+def test_a_spec_option_takes_a_string_or_an_inline_table(tmp_path: Path) -> None:
+    table = Settings.load(
+        {}, environ={}, config_file=_toml(tmp_path, 'shadow = { ttl = 300, query = "sorted" }\n')
+    )
+    text = Settings.load({}, environ={}, config_file=_toml(tmp_path, 'shadow = "ttl=300,query=sorted"\n'))
+    assert table.shadow == text.shadow is not None
+    with pytest.raises(
+        ConfigError, match='key shadow: expected a string such as "ttl=300,query=sorted" or a table'
+    ):
+        Settings.load({}, environ={}, config_file=_toml(tmp_path, "shadow = 5\n"))

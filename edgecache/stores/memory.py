@@ -81,8 +81,8 @@ class MemoryStore:
         return value
 
     def peek(self, key: str) -> CacheObject | None:
-        """The live object under ``key`` without touching it: no LRU promotion, no eviction (``explain``)."""
-        value = self._lru.peek(key)
+        """The live object under ``key`` without touching it: no use counted, no eviction (``explain``)."""
+        value = self._objects.get(key)  # not through get_nowait: that touches the admission policy
         return value if value is not None and value.stored_until > self._clock() else None
 
     async def set(self, key: str, value: CacheObject) -> bool:

@@ -78,21 +78,38 @@ async def test_read_key_survives_eviction_and_the_new_write_is_readable(
     assert len(store) == 3
 
 
-async def test_peek_neither_promotes_nor_evicts(
+async def _survivors_after(store: MemoryStore, read: Callable[[str], object]) -> list[str]:
+    """Fill, read "d" ten times with ``read``, add four more keys: which keys are left."""
+    for key in "abc":
+        await store.set(key, make_response(key))
+    for key in "abc":
+        for _ in range(3):
+            store.get_nowait(key)
+    await store.set("d", make_response("d"))
+    for _ in range(10):
+        read("d")
+    for key in "efgh":
+        await store.set(key, make_response(key))
+    return [key for key in "abcdefgh" if store.peek(key) is not None]
+
+
+async def test_peek_does_not_count_as_a_use(new_store: Callable[..., MemoryStore]) -> None:
+    untouched = await _survivors_after(new_store(max_bytes=3 * ONE_RESPONSE_BYTES), lambda key: None)
+    store = new_store(max_bytes=3 * ONE_RESPONSE_BYTES)
+    assert await _survivors_after(store, store.peek) == untouched
+    used = new_store(max_bytes=3 * ONE_RESPONSE_BYTES)
+    assert await _survivors_after(used, used.get_nowait) != untouched  # the scenario does tell uses apart
+
+
+async def test_peek_hides_expired_objects_without_evicting_them(
     new_store: Callable[..., MemoryStore], clock: FakeClock, evicted_sizes: list[int]
 ) -> None:
-    store = new_store(max_bytes=3 * ONE_RESPONSE_BYTES)
-    for key in ("a", "b", "c"):
-        await store.set(key, make_response(key))
-
-    assert store.peek("a") == make_response("a")  # unlike get, this leaves "a" the least recently used
-    await store.set("d", make_response("d"))
+    store = new_store()
+    await store.set("a", make_response("a"))
+    assert store.peek("a") == make_response("a")
+    clock.advance(10_000)
     assert store.peek("a") is None
-    assert store.peek("b") is not None
-
-    clock.advance(10_000)  # every object has expired: peek does not return them, nor evict them
-    assert store.peek("b") is None
-    assert evicted_sizes == [ONE_RESPONSE_BYTES]  # only "a", evicted for space
+    assert evicted_sizes == []  # get_nowait would have evicted it; peek leaves that to writes and get
 
 
 async def test_on_evict_reports_each_object_evicted_for_space(
