@@ -151,8 +151,8 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(wrk: str, port: int, connections: int, duration: int) -> WrkResult:
-    url = f"http://{HOST}:{port}{PATH}"
+def run_wrk(wrk: str, port: int, connections: int, duration: int, path: str = PATH) -> WrkResult:
+    url = f"http://{HOST}:{port}{path}"
     cmd = [*pin(WRK_CPU), wrk, "--latency", "-t1", f"-c{connections}", f"-d{duration}s", url]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + WRK_GRACE, check=False)
@@ -182,11 +182,11 @@ class Reply:
     body: bytes
 
 
-def http_get(port: int, timeout: float = 5.0) -> Reply:
-    """One GET of ``PATH``, sending only ``Host`` like wrk does (no Accept-Encoding)."""
+def http_get(port: int, timeout: float = 5.0, path: str = PATH) -> Reply:
+    """One GET of ``path``, sending only ``Host`` like wrk does (no Accept-Encoding)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.putrequest("GET", PATH, skip_accept_encoding=True)
+        conn.putrequest("GET", path, skip_accept_encoding=True)
         conn.endheaders()
         response = conn.getresponse()
         body = response.read()

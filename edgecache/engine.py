@@ -18,6 +18,8 @@ from urllib.parse import quote, urlsplit
 
 from cachetools import TTLCache
 
+from edgecache.cdn import CdnConfig
+from edgecache.cdn.response import CdnResponses
 from edgecache.config import Settings
 from edgecache.core.breaker import CircuitBreaker
 from edgecache.core.entry import CacheObject, StoredResponse, VaryIndex, response_size, stale_now
@@ -26,13 +28,16 @@ from edgecache.core.invalidation import DomainEvent, EventRules, Invalidation, S
 from edgecache.core.keys import CacheKey, KeyRecipe, QueryFilter, path_tag, prefix_tag, uri_tag, variant_key
 from edgecache.core.policy import Policy, request_vary_values
 from edgecache.core.status import Fwd, Outcome, Reason
+from edgecache.lease import Leases
 from edgecache.observe.stats import CacheStats
+from edgecache.shadow import Shadow
 from edgecache.stores.base import Store
 from edgecache.stores.memory import MemoryStore
 from edgecache.stores.redis import RedisStore
 from edgecache.stores.tiered import TieredStore
 
 if TYPE_CHECKING:
+    from edgecache.cdn.purge import CdnPurger
     from edgecache.shared import SharedTier
 
 logger = logging.getLogger("edgecache")
@@ -100,7 +105,12 @@ class Cache:
         self.query_filter = QueryFilter(ignore=s.query_ignore, allow=s.query_allow)
         self.clock = clock
         self.stats = CacheStats()
+        self.shadow: Shadow | None = None
+        if s.shadow is not None:
+            self.shadow = Shadow(s.shadow, capacity=s.l1_max_bytes, clock=clock, policy=self.policy)
+            self.stats.shadow = self.shadow.stats
         self.shared: SharedTier | None = None
+        self.leases: Leases | None = None  # coalescing across nodes (coalesce_across_nodes)
         if store is None:
             store = MemoryStore(
                 s.l1_max_bytes, clock=clock, max_object_bytes=s.max_object_bytes, on_evict=self.stats.evicted
@@ -115,16 +125,33 @@ class Cache:
                     cluster=s.redis_cluster,
                 )
                 breaker = CircuitBreaker(s.redis_breaker_failures, s.redis_breaker_reset)
-                store = TieredStore(store, l2, clock=clock, l1_max_ttl=s.l1_max_ttl, breaker=breaker)
+                store = tiered = TieredStore(store, l2, clock=clock, l1_max_ttl=s.l1_max_ttl, breaker=breaker)
                 from edgecache.shared import SharedTier  # noqa: PLC0415 - it imports this module
 
                 self.shared = SharedTier(self, store)
+                if s.coalesce_across_nodes:
+                    self.leases = Leases(
+                        l2.client,
+                        namespace=s.namespace,
+                        ttl=s.lease_ttl,
+                        wait=s.lease_wait,
+                        op_timeout=s.redis_timeout,
+                        hit_for_miss_ttl=s.hit_for_miss_ttl,
+                        breaker=breaker,
+                        ready=lambda: tiered.l2_ready,
+                        settled=tiered.l2_settled,
+                        clock=clock,
+                        counters=self.stats.lease,
+                    )
         self.store: Store = store
         self.flights: dict[str, Flight] = {}
         self.hit_for_miss: TTLCache[str, bool] = TTLCache(
             HIT_FOR_MISS_MAX_KEYS, ttl=s.hit_for_miss_ttl or 1e-9, timer=clock
         )
         self.listeners: list[OutcomeListener] = []
+        # CDN asset rewriting (the front end applies it on the miss path) and the CDN's tag purge.
+        self.cdn = cdn_responses(s)
+        self.cdn_purger = cdn_purger(s, self.stats)
         self.event_rules: EventRules | None = None
         self._seen_events = SeenIds()
         self._background: set[asyncio.Task[Any]] = set()
@@ -232,6 +259,9 @@ class Cache:
         count = await self.apply_invalidation(invalidation, shared=True)
         if self.shared is not None:
             await self.shared.publish(invalidation)
+        if self.cdn_purger is not None:
+            # This node originated the purge: it alone asks the CDN (nodes applying it from the bus don't).
+            self.cdn_purger.schedule(invalidation.tags, soft=invalidation.soft)
         return count
 
     async def apply_invalidation(self, invalidation: Invalidation, *, shared: bool) -> int:
@@ -299,6 +329,10 @@ class Cache:
     ) -> None:
         """Publish a domain event: every node drops the tags the rules map it to, once per event id."""
         event = DomainEvent(id=event_id or uuid.uuid4().hex, type=event_type, data=dict(data))
+        if self.cdn_purger is not None:
+            mapped = self.invalidation_for_event(event)  # the publisher is the one node that asks the CDN
+            if mapped is not None:
+                self.cdn_purger.schedule(mapped.tags)
         if self.shared is not None:
             await self.shared.publish_event(event)
             return
@@ -389,13 +423,58 @@ class Cache:
             return True
         return await self.shared.wait_ready(within)
 
+    async def explain(self, url: str, headers: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+        """What this cache holds for ``url`` (``/path?query``, or absolute): the key, the Vary layout and
+        every stored variant with its age, freshness and tier, as JSON-ready data. Read-only: nothing is
+        promoted, backfilled or refreshed. ``headers`` are request fields for ``key_headers``,
+        ``key_cookies`` and choosing a variant. Raises ``ValueError`` for an unusable URL."""
+        from edgecache.explain import explain  # noqa: PLC0415 - the admin listener's, not the hit path's
+
+        return await explain(self, url, headers)
+
     async def aclose(self) -> None:
+        if self.cdn_purger is not None:
+            await self.cdn_purger.aclose()  # purges already asked for still reach the CDN (bounded)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.shared is not None:
-            await self.shared.aclose()
+            await self.shared.aclose()  # flushes the write-behind: pending lease releases can then finish
+        if self.leases is not None:
+            await self.leases.aclose()
         await self.store.aclose()
+
+
+def cdn_responses(settings: Settings) -> CdnResponses | None:
+    """The response rewriter for the configured CDN, or None when rewriting is off."""
+    if settings.cdn_origin is None or not settings.cdn_paths:
+        return None
+    from edgecache import __version__  # noqa: PLC0415 - the package imports this module
+
+    config = CdnConfig(
+        origin=settings.cdn_origin,
+        paths=settings.cdn_paths,
+        public_hosts=settings.cdn_public_hosts,
+        version=settings.cdn_version,
+    )
+    return CdnResponses(config, settings.cdn_max_rewrite_bytes, version=__version__)
+
+
+def cdn_purger(settings: Settings, stats: CacheStats) -> CdnPurger | None:
+    provider = settings.cdn_purge_provider
+    if provider is None:
+        return None
+    target = settings.cdn_purge_service if provider == "fastly" else settings.cdn_purge_zone
+    assert target is not None and settings.cdn_purge_token is not None  # Settings._check
+    from edgecache.cdn.purge import CdnPurger  # noqa: PLC0415 - httpx only when purging at a CDN
+
+    return CdnPurger(
+        provider,
+        target,
+        settings.cdn_purge_token,
+        timeout=settings.cdn_purge_timeout,
+        counts=stats.cdn_purges,
+    )
 
 
 # The internal tags (keys.uri_tag, path_tag, prefix_tags) that a request's URI alone determines.

@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from edgecache.cdn.response import CdnResponses
 from edgecache.config import Settings
 from edgecache.core.entry import CacheObject, RawHeaders, StoredResponse, response_size
 from edgecache.core.headers import Fields, parse_cookie_header
@@ -36,6 +37,7 @@ from edgecache.core.policy import (
 from edgecache.core.ranges import ByteRange, Unsatisfiable, select_range
 from edgecache.core.status import Fwd, Outcome, Reason, render_hit
 from edgecache.engine import Cache, Flight, Uri, same_origin_targets
+from edgecache.lease import Lease, LeaseOutcome
 
 logger = logging.getLogger("edgecache")
 
@@ -81,6 +83,7 @@ class CacheInterceptor:
         self._get_nowait: Callable[[str], CacheObject | None] | None = getattr(
             self.cache.store, "get_nowait", None
         )
+        self._shadow = self.cache.shadow  # shadow mode (edgecache.shadow): one call per request when on
         # A bounded memo for the plain hit path: request URI parts → key.
         self._keys: dict[tuple[str, bytes, bytes, bytes], CacheKey] = {}
 
@@ -98,6 +101,8 @@ class CacheInterceptor:
             # let an inner cache store what the outer one decided not to.
             await self.app(scope, receive, send)
             return
+        if self._shadow is not None:
+            send = self._shadow.watch(scope, send)
         if self._plain_hits and scope["method"] in ("GET", "HEAD") and await self._plain_hit(scope, send):
             return
         await _Exchange(self.app, self.cache, scope, receive, send).run()
@@ -228,6 +233,7 @@ class _Exchange:
         "send",
         "stale",
         "token",
+        "unshareable",
         "uri",
     )
 
@@ -313,7 +319,11 @@ class _Exchange:
             await self.send(message)
 
         cache.stats.origin_fetches += 1
-        await self.app(self._app_scope(query, conditional=None, for_storage=False), self.receive, send)
+        scope = self._app_scope(query, conditional=None, for_storage=False)
+        app_send: Send = send
+        if cache.cdn is not None:
+            app_send = _CdnFilter(cache, send, self.body_to_client, _asked_with_derived(cache, self.scope))
+        await self.app(scope, self.receive, app_send)
 
     # -- serving from storage ---------------------------------------------------------------------------
 
@@ -376,6 +386,7 @@ class _Exchange:
         self.origin_headers: RawHeaders = []
         self.token = 0
         self.request_time = 0.0
+        self.unshareable = False  # the response turned out not shareable (hit-for-miss applies)
         coalesce = (
             flight is None
             and plan.store
@@ -390,9 +401,25 @@ class _Exchange:
                 return
             # Otherwise the leader was slow (we neither store nor lead: it still does) or its response did
             # not suit us (we fetch alone, and store if storable).
+        lease: Lease | None = None
         try:
+            if self.flight is not None and flight is None and stale is None and cache.leases is not None:
+                # This node's leader for a plain miss (not a revalidation, not a background refresh): one
+                # node in the cluster fetches; the others wait for it (bounded) and read L2.
+                result, lease = await cache.leases.acquire(primary.digest)
+                if result is LeaseOutcome.STORED and await self._serve_from_lease():
+                    return
+                if result is LeaseOutcome.PASS:
+                    cache.hit_for_miss[primary.digest] = True
             await self._call_app(query)
         finally:
+            if lease is not None and cache.leases is not None:
+                cache.leases.release(
+                    lease,
+                    primary.digest,
+                    stored=self.flight is not None and self.flight.entry is not None,
+                    unshareable=self.unshareable,
+                )
             if self.flight is not None:
                 self.flight.done.set()
                 if cache.flights.get(primary.digest) is self.flight:
@@ -416,6 +443,22 @@ class _Exchange:
         await self._serve(entry, now, outcome.render().encode())
         return True
 
+    async def _serve_from_lease(self) -> bool:
+        """Another node stored the response: answer from L2 (and hand it to this node's waiters); False
+        when L2 has nothing fresh for this request (a failed write, another variant, a purge since)."""
+        cache = self.cache
+        entry = (await cache.lookup(self.primary, self.fields)).entry
+        now = cache.clock()
+        if entry is None or decide_use(entry, self.plan.cache_control, now).use is not Use.FRESH:
+            cache.stats.lease["stored_missing"] += 1
+            return False
+        if self.flight is not None:
+            self.flight.entry = entry
+        outcome = Outcome(self.fwd, Reason.LEASE, collapsed=True, ttl=int(entry.ttl(now)))
+        cache.report(outcome, self.scope["method"])
+        await self._serve(entry, now, outcome.render().encode())
+        return True
+
     def _app_scope(self, query: bytes, conditional: StoredResponse | None, for_storage: bool) -> Scope:
         scope = dict(self.scope)
         scope[SCOPE_KEY] = self.cache
@@ -428,6 +471,10 @@ class _Exchange:
                 continue
             if conditional is not None and lname in (b"if-none-match", b"if-modified-since"):
                 continue  # replaced by the stored validators below: a 304 must be about the stored response
+            if lname == b"if-none-match" and self.cache.cdn is not None:
+                # The app knows its own validators, not the ones derived for rewritten bodies.
+                headers.append((name, self.cache.cdn.original_if_none_match(value) or value))
+                continue
             if lname == b"cookie" and recipe.cookies and for_storage:
                 # Only the cookies that are part of the key reach the app: any other could personalise
                 # a response that is then shared. (Bypassed requests are never shared: they keep all.)
@@ -440,7 +487,10 @@ class _Exchange:
         if conditional is not None:
             # Revalidation (RFC 9111 §4.3.1): ask with the stored validators.
             if conditional.etag is not None:
-                headers.append((b"if-none-match", conditional.etag.encode("latin-1")))
+                etag = conditional.etag.encode("latin-1")
+                if self.cache.cdn is not None:
+                    etag = self.cache.cdn.original_etag(etag) or etag  # ask with the app's own validator
+                headers.append((b"if-none-match", etag))
             if conditional.last_modified is not None:
                 headers.append((b"if-modified-since", conditional.last_modified.encode("latin-1")))
         scope["headers"] = headers
@@ -518,6 +568,10 @@ class _Exchange:
         if status >= 500 and self._stale_usable():
             self.mode = "swallow"  # RFC 5861: the stored response answers instead; a 5xx never replaces it
             return
+        if self.cache.cdn is not None and self.cache.settings.cdn_asset_max_age is not None:
+            headers = self.origin_headers = _asset_freshness(
+                self.cache, self.scope, self.fields, status, headers
+            )
         response_time = self.cache.clock()
         decision = decide_storage(
             self.plan,
@@ -545,8 +599,14 @@ class _Exchange:
             self.buffer = []
             return
         if decision.remember_uncacheable:
+            self.unshareable = True
             self.cache.hit_for_miss[self.primary.digest] = True
         self.mode = "stream"
+        if self.cache.cdn is not None:
+            # Not stored: a complete body of a rewritable type is still rewritten on its way to the client.
+            self.send = _CdnFilter(
+                self.cache, self.send, self.body_to_client, _asked_with_derived(self.cache, self.scope)
+            )
         await self._start_client(status, headers, Outcome(self.fwd, decision.reason, fwd_status=None))
 
     async def _start_client(self, status: int, headers: RawHeaders, outcome: Outcome) -> None:
@@ -582,12 +642,16 @@ class _Exchange:
     async def _give_up_storing(self, reason: Reason) -> None:
         """The response turned out too large (or unusual) to store: send what was held, then stream."""
         assert self.decision is not None and self.decision.entry is not None
+        self.unshareable = True
         self.cache.hit_for_miss[self.primary.digest] = True
         self.mode = "stream"
         entry = self.decision.entry
         status = self.origin_status or entry.status
         held = b"".join(self.buffer)
         self.buffer = []
+        if self.cache.cdn is not None and reason is Reason.TOO_LARGE:
+            # Too large to store, maybe not to rewrite (the rewrite cap is separate): the filter decides.
+            self.send = _CdnFilter(self.cache, self.send, self.body_to_client, False)
         await self._start_client(status, self.origin_headers, Outcome(self.fwd, reason))
         await self._send_body(held, more=True)
 
@@ -597,7 +661,10 @@ class _Exchange:
         body = b"".join(self.buffer)
         self.buffer = []
         entry = self.decision.entry
-        entry = replace(entry, body=body, size=response_size(entry.headers, body, entry.key))
+        if self.cache.cdn is not None:
+            entry = _rewritten(self.cache, entry, body)  # once, before storing: hits serve these bytes
+        else:
+            entry = replace(entry, body=body, size=response_size(entry.headers, body, entry.key))
         stored = await self.cache.store_entry(self.primary, entry, self.token)
         if self.flight is not None and stored:
             # Only what was stored: a refused fill may predate an invalidation that a waiter came after.
@@ -633,6 +700,8 @@ class _Exchange:
         """RFC 9111 §4.3.4: the app confirmed the stored response; freshen it and answer from it."""
         assert self.stale is not None
         cache = self.cache
+        if cache.cdn is not None:
+            not_modified = _cdn_not_modified(cache.cdn, self.stale, not_modified)
         decision = freshen(
             self.stale,
             not_modified,
@@ -694,6 +763,142 @@ def _internal_tags(uri: Uri) -> frozenset[str]:
 
 
 _TAG_HEADERS = (b"surrogate-key", b"cache-tag")
+
+
+# -- CDN asset URL rewriting (edgecache.cdn) ------------------------------------------------------------
+
+
+def _rewritten(cache: Cache, entry: StoredResponse, body: bytes) -> StoredResponse:
+    """The entry to store with its body (and Link fields) rewritten for the CDN; counted."""
+    assert cache.cdn is not None
+    done = cache.cdn.rewrite(entry.status, entry.headers, body)
+    if done.result is not None:
+        cache.stats.cdn[done.result] += 1
+    etag = entry.etag
+    if done.result == "rewritten" and etag is not None:
+        etag = cache.cdn.derive_etag(etag.encode("latin-1")).decode("latin-1")
+    return replace(
+        entry,
+        headers=done.headers,
+        body=done.body,
+        etag=etag,
+        size=response_size(done.headers, done.body, entry.key),
+    )
+
+
+def _cdn_not_modified(cdn: CdnResponses, stale: StoredResponse, not_modified: RawHeaders) -> RawHeaders:
+    """A 304 about a rewritten entry: its ETag (the app's) becomes the derived one the entry presents."""
+    derived = stale.etag is not None and cdn.is_derived(stale.etag.encode("latin-1"))
+    out = [(k, cdn.derive_etag(v) if derived and k.lower() == b"etag" else v) for k, v in not_modified]
+    return cdn.rewrite_links(out)
+
+
+def _asked_with_derived(cache: Cache, scope: Scope) -> bool:
+    """The client's If-None-Match names a validator derived for a rewritten body (the app gets the
+    original; its 304 then presents the derived one again)."""
+    assert cache.cdn is not None
+    for name, value in scope["headers"]:
+        if name.lower() == b"if-none-match" and cache.cdn.original_if_none_match(value) is not None:
+            return True
+    return False
+
+
+def _asset_freshness(
+    cache: Cache, scope: Scope, fields: Fields, status: int, headers: RawHeaders
+) -> RawHeaders:
+    """``cdn_asset_max_age``: a 200 for an asset path without freshness of its own becomes long-lived.
+
+    Only for GET/HEAD without Authorization, and only when the app set neither Cache-Control nor Expires
+    nor Set-Cookie: what the app says always wins, and nothing personal is ever made public.
+    """
+    max_age = cache.settings.cdn_asset_max_age
+    assert max_age is not None
+    if status != 200 or scope["method"] not in ("GET", "HEAD") or "authorization" in fields:
+        return headers
+    if not _under(scope["path"], cache.settings.cdn_paths):
+        return headers
+    if any(k.lower() in (b"cache-control", b"expires", b"set-cookie") for k, _ in headers):
+        return headers
+    return [*headers, (b"cache-control", b"public, max-age=%d" % int(max_age))]
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    for prefix in prefixes:
+        if prefix.endswith("/"):
+            if path.startswith(prefix):
+                return True
+        elif path == prefix or path.startswith(prefix + "/"):
+            return True
+    return False
+
+
+class _CdnFilter:
+    """The send of a response that is not stored: a complete body of a rewritable type is rewritten.
+
+    The start is held until the body is known to be complete (its last message, within the rewrite cap).
+    A body that goes past the cap, or that arrives in several messages without a Content-Length (a
+    stream: holding it would delay it), is sent on untouched from where it is, and counted.
+    """
+
+    __slots__ = ("cache", "chunks", "derive_304", "held", "send", "size", "with_body")
+
+    def __init__(self, cache: Cache, send: Send, with_body: bool, derive_304: bool) -> None:
+        self.cache = cache
+        self.send = send
+        self.with_body = with_body
+        self.derive_304 = derive_304
+        self.held: Message | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    async def __call__(self, message: Message) -> None:
+        cdn = self.cache.cdn
+        assert cdn is not None
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            headers = list(message.get("headers", []))
+            if status == 304 and self.derive_304:
+                headers = [(k, cdn.derive_etag(v) if k.lower() == b"etag" else v) for k, v in headers]
+            message = {**message, "headers": cdn.rewrite_links(headers)}
+            if not self.with_body or not cdn.wants_body(status, headers):
+                await self.send(message)
+            elif cdn.declared_too_large(headers):
+                self.cache.stats.cdn["too-large"] += 1
+                await self.send(message)
+            else:
+                self.held = message
+            return
+        held = self.held
+        if held is None:
+            await self.send(message)
+            return
+        if message["type"] != "http.response.body":
+            await self._release("streaming")  # trailers or an extension: nothing to rewrite in
+            await self.send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        self.size += len(self.chunks[-1])
+        if not message.get("more_body", False):
+            self.held = None
+            done = cdn.rewrite(held["status"], held["headers"], b"".join(self.chunks), links=False)
+            self.chunks = []
+            if done.result is not None:
+                self.cache.stats.cdn[done.result] += 1
+            await self.send({**held, "headers": done.headers})
+            await self.send({"type": "http.response.body", "body": done.body})
+        elif self.size > cdn.max_bytes:
+            await self._release("too-large")
+        elif len(self.chunks) == 1 and not any(k.lower() == b"content-length" for k, _ in held["headers"]):
+            await self._release("streaming")
+
+    async def _release(self, reason: str) -> None:
+        """Send what is held as it is; the rest of the body follows untouched."""
+        assert self.held is not None
+        self.cache.stats.cdn[reason] += 1
+        await self.send(self.held)
+        self.held = None
+        body, self.chunks = b"".join(self.chunks), []
+        await self.send({"type": "http.response.body", "body": body, "more_body": True})
 
 
 def _client_headers(cache: Cache, headers: RawHeaders) -> RawHeaders:

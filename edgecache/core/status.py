@@ -41,6 +41,7 @@ class Reason(StrEnum):
     TOO_LARGE = "too-large"
     HIT_FOR_MISS = "hit-for-miss"
     COALESCE_TIMEOUT = "coalesce-timeout"
+    LEASE = "lease"  # collapsed into another node's fetch (coalesce_across_nodes), read from L2
     ORIGIN_ERROR = "origin-error"
     ORIGIN_TIMEOUT = "origin-timeout"
     ONLY_IF_CACHED = "only-if-cached"

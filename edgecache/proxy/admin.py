@@ -2,7 +2,9 @@
 
 ``GET /healthz`` 200 ``ok``; ``GET /readyz`` JSON about the upstream, the replicas and Redis (503 while
 the primary upstream is sick or its breaker open); ``GET /metrics`` Prometheus text; ``POST /purge`` an
-invalidation (JSON, as on the bus), authorised by ``Authorization: Bearer $EDGECACHE_ADMIN_TOKEN``.
+invalidation (JSON, as on the bus), authorised by ``Authorization: Bearer $EDGECACHE_ADMIN_TOKEN``;
+``GET /explain?url=/path?query`` what the cache holds for a URL (``Cache.explain``), behind the same token
+when one is configured.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import Receive, Scope, Send
@@ -21,6 +25,7 @@ from edgecache.observe.prometheus import CacheCollector
 from edgecache.proxy.upstreams import UpstreamPool
 
 ENV_ADMIN_TOKEN: Final = "EDGECACHE_ADMIN_TOKEN"
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a header field name
 
 
 class AdminApp:
@@ -52,7 +57,7 @@ class AdminApp:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
-        routes = {"/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/purge": "POST"}
+        routes = {"/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/purge": "POST", "/explain": "GET"}
         allowed = routes.get(path)
         if allowed is None:
             await _respond(send, 404, b"not found\n")
@@ -66,6 +71,8 @@ class AdminApp:
             await self._readyz(send)
         elif path == "/metrics":
             await _respond(send, 200, generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+        elif path == "/explain":
+            await self._explain(scope, send)
         else:
             await self._purge(scope, receive, send)
 
@@ -85,10 +92,9 @@ class AdminApp:
         }
         await _json(send, 200 if ready else 503, report)
 
-    async def _purge(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.token is None:
-            await _json(send, 403, {"error": "admin token not configured", "hint": ENV_ADMIN_TOKEN})
-            return
+    async def _authorized(self, scope: Scope, send: Send) -> bool:
+        """Whether the request carries the admin token; answers 401 itself when it does not."""
+        assert self.token is not None
         given = b""
         for name, value in scope["headers"]:
             if name.lower() == b"authorization":
@@ -100,6 +106,48 @@ class AdminApp:
             await _json(
                 send, 401, {"error": "bad or missing bearer token"}, [(b"www-authenticate", b"Bearer")]
             )
+            return False
+        return True
+
+    async def _explain(self, scope: Scope, send: Send) -> None:
+        # Keys, tags and ages say what users fetched: behind the token whenever there is one.
+        if self.token is not None and not await self._authorized(scope, send):
+            return
+        try:
+            params = parse_qsl(
+                scope["query_string"].decode("latin-1"), keep_blank_values=True, errors="strict"
+            )
+        except ValueError as error:  # UnicodeDecodeError: percent-escapes that are not UTF-8
+            await _json(send, 400, {"error": "bad query string", "detail": str(error)})
+            return
+        urls = [value for name, value in params if name == "url"]
+        if len(urls) != 1:
+            detail = "missing url parameter" if not urls else "give one url parameter"
+            await _json(send, 400, {"error": detail, "hint": "GET /explain?url=/path%3Fquery"})
+            return
+        headers: list[tuple[str, str]] = []
+        for name, value in params:
+            if name == "header":  # header=Accept-Language:%20fr, for key_headers, key_cookies and Vary
+                field, sep, field_value = value.partition(":")
+                if not sep or not _TOKEN.fullmatch(field.strip()) or not field_value.isascii():
+                    await _json(send, 400, {"error": "bad header parameter", "detail": value[:200]})
+                    return
+                headers.append((field.strip(), field_value.strip()))
+            elif name != "url":
+                await _json(send, 400, {"error": f"unknown parameter {name[:64]!r}"})
+                return
+        try:
+            report = await self.cache.explain(urls[0], headers)
+        except ValueError as error:
+            await _json(send, 400, {"error": "bad url parameter", "detail": str(error)})
+            return
+        await _json(send, 200, report)
+
+    async def _purge(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.token is None:
+            await _json(send, 403, {"error": "admin token not configured", "hint": ENV_ADMIN_TOKEN})
+            return
+        if not await self._authorized(scope, send):
             return
         body = bytearray()
         while True:

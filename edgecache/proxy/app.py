@@ -13,10 +13,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Final
+from urllib.parse import unquote
 
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,6 +52,7 @@ _REQUEST_DROPPED: Final = frozenset({b"expect"})  # uvicorn answers 100-continue
 DEFAULT_MAX_REQUEST_BODY: Final = 100 * 1024 * 1024
 DEFAULT_MAX_HEADER_COUNT: Final = 100
 DEFAULT_MAX_HEADER_BYTES: Final = 64 * 1024
+DEFAULT_MAX_TARGET: Final = 8 * 1024  # like nginx's 8 KiB header buffers: a longer request target gets 414
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_READ_TIMEOUT: Final = 60.0
 DEFAULT_TOTAL_TIMEOUT: Final = 120.0
@@ -79,6 +82,7 @@ class Limits:
     max_request_body: int = DEFAULT_MAX_REQUEST_BODY
     max_header_count: int = DEFAULT_MAX_HEADER_COUNT
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_target: int = DEFAULT_MAX_TARGET
 
 
 def check_request(scope: Scope, limits: Limits) -> tuple[int, str] | None:
@@ -88,9 +92,11 @@ def check_request(scope: Scope, limits: Limits) -> tuple[int, str] | None:
         return 431, "too many header fields"
     if sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes:
         return 431, "header fields too large"
+    if len(scope.get("raw_path") or b"") + len(scope.get("query_string", b"")) > limits.max_target:
+        return 414, "request target too long"
     hosts = 0
     lengths: set[bytes] = set()
-    chunked = False
+    codings: list[bytes] | None = None
     for name, value in headers:
         lname = name.lower()
         if lname == b"host":
@@ -98,11 +104,22 @@ def check_request(scope: Scope, limits: Limits) -> tuple[int, str] | None:
         elif lname == b"content-length":
             lengths.update(v.strip() for v in value.split(b","))
         elif lname == b"transfer-encoding":
-            chunked = True
+            codings = codings or []
+            codings.extend(c.strip().lower() for c in value.split(b",") if c.strip())
     if hosts > 1:
         return 400, "more than one Host field"
-    if chunked and lengths:
-        return 400, "both Content-Length and Transfer-Encoding"
+    if hosts == 0 and scope.get("http_version") == "1.1":
+        return 400, "no Host field"  # RFC 9112 §3.2: MUST be 400
+    if codings is not None:
+        if lengths:
+            return 400, "both Content-Length and Transfer-Encoding"
+        # RFC 9112 §6.3: chunked must be the final coding of a request, else 400 and close. The body is
+        # de-chunked here and Transfer-Encoding is hop-by-hop, so any other coding would reach the
+        # upstream undeclared: refused (501, §6.1) rather than passed on.
+        if not codings or codings[-1] != b"chunked":
+            return 400, "Transfer-Encoding without chunked last"
+        if len(codings) > 1:
+            return 501, "unsupported transfer coding"
     if len(lengths) > 1:
         return 400, "conflicting Content-Length values"
     if lengths:
@@ -137,20 +154,64 @@ async def send_simple(
     await send({"type": "http.response.body", "body": body})
 
 
+class UpstreamBodyError(Exception):
+    """The upstream failed after its response headers (reset, early close, truncated or bad chunking, read
+    timeout). Once the client has the headers, the only honest signal left is an aborted connection: the
+    server closes it, so the client sees an incomplete message (never a complete-looking short one)."""
+
+
 class RequestGuard:
-    """Refuses malformed or oversized requests before the cache or the upstream sees them."""
+    """Refuses malformed or oversized requests before the cache or the upstream sees them, rewrites an
+    absolute-form request target to its path, and turns an upstream failure mid-body into an aborted
+    connection (or a 502 when the client has received nothing yet: the cache in front was buffering)."""
 
     def __init__(self, app: ASGIApp, limits: Limits | None = None) -> None:
         self.app = app
         self.limits = limits or Limits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            refused = check_request(scope, self.limits)
-            if refused is not None:
-                await send_simple(send, refused[0], refused[1], close=True)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = check_request(scope, self.limits)
+        if refused is None and scope.get("raw_path", b"/")[:1] != b"/":
+            refused = origin_form(scope)
+        if refused is not None:
+            await send_simple(send, refused[0], refused[1], close=True)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except UpstreamBodyError:
+            if started:
+                raise  # the server aborts the connection; its log record is filtered (proxy.server)
+            await send_simple(send, 502, "bad response from upstream", close=True, retry_after=True)
+
+
+_ABSOLUTE_FORM: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+
+
+def origin_form(scope: Scope) -> tuple[int, str] | None:
+    """An absolute-form target (RFC 9112 §3.2.2: ``http://host/p``, which h11 passes through as the path)
+    becomes its path, so neither the upstream nor the cache key ever sees the client's authority; the
+    asterisk form stays; anything else is refused (400). httptools already does this itself."""
+    raw_path: bytes = scope["raw_path"]
+    if raw_path == b"*":
+        return None
+    match = _ABSOLUTE_FORM.match(raw_path)
+    if match is None:
+        return 400, "invalid request target"
+    path = raw_path[match.end() :] or b"/"
+    scope["raw_path"] = path
+    scope["path"] = unquote(path.decode("latin-1"))
+    return None
 
 
 def hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -334,6 +395,8 @@ class ProxyApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         refused = check_request(scope, self.limits)
+        if refused is None and scope.get("raw_path", b"/")[:1] != b"/":
+            refused = origin_form(scope)
         if refused is not None:
             await send_simple(send, refused[0], refused[1], close=True)
             return
@@ -376,6 +439,7 @@ class ProxyApp:
                 content=content,
                 extensions={"timeout": self._timeout_extension, "target": target},
             )
+            request.method = method  # httpx upper-cases it; methods are case-sensitive (RFC 9110 §9.1)
             attempt = upstream
             attempt.outstanding += 1
             attempt.requests += 1
@@ -427,9 +491,10 @@ class ProxyApp:
         pool.succeeded(upstream)
         try:
             await self._respond(response, receive, send, state)
-        except httpx.TransportError:
+        except httpx.TransportError as error:
             pool.failed(upstream, "body")
-            raise
+            logger.warning("edgecache proxy: %s broke off its response body: %r", upstream.url, error)
+            raise UpstreamBodyError(f"{upstream.url} broke off its response body: {error!r}") from error
         finally:
             upstream.outstanding -= 1
             await response.aclose()

@@ -30,7 +30,9 @@ from edgecache.proxy.app import (
     Limits,
     ProxyApp,
     RequestGuard,
+    UpstreamBodyError,
 )
+from edgecache.proxy.protocols import HttpParser, protocol_class
 from edgecache.proxy.upstreams import (
     DEFAULT_BREAKER_FAILURES,
     DEFAULT_BREAKER_RESET,
@@ -42,6 +44,18 @@ from edgecache.proxy.upstreams import (
 logger = logging.getLogger("edgecache.proxy")
 
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+
+
+class _AbortedResponses(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application" traceback for an upstream that broke off a body:
+    the proxy has logged it in one line, and aborting the client's connection is the intended outcome."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, UpstreamBodyError)
+
+
+_ABORTED_RESPONSES = _AbortedResponses()
 
 
 class _Server(uvicorn.Server):
@@ -91,6 +105,7 @@ class ProxyServer:
         trusted_proxies: Iterable[str] = (),
         preserve_host: bool = False,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        http: HttpParser = "auto",
         admin_token: str | None = None,
         log_level: str = "warning",
     ) -> None:
@@ -121,6 +136,11 @@ class ProxyServer:
         self.listen = listen
         self.admin_listen = admin_listen
         self.shutdown_timeout = shutdown_timeout
+        self.http = http
+        self.protocol = protocol_class(
+            http, max_target=self.limits.max_target, max_header_bytes=self.limits.max_header_bytes
+        )
+        logging.getLogger("uvicorn.error").addFilter(_ABORTED_RESPONSES)
         self.log_level = log_level
         self.sockets: list[socket.socket] = []
         self.servers: list[_Server] = []
@@ -134,10 +154,12 @@ class ProxyServer:
     def admin_port(self) -> int | None:
         return int(self.sockets[1].getsockname()[1]) if len(self.sockets) > 1 else None
 
-    def _config(self, app: Any) -> uvicorn.Config:
+    def _config(self, app: Any, http: Any = "httptools") -> uvicorn.Config:
         return uvicorn.Config(
             app,
-            http="httptools",
+            http=http,
+            # Above h11's own cap ProxyH11Protocol answers 431 itself (uvicorn would say 400).
+            h11_max_incomplete_event_size=2 * (self.limits.max_header_bytes + self.limits.max_target),
             loop="none",
             lifespan="off",  # this class starts and stops the cache and the client itself
             proxy_headers=False,  # the peer address must be the real one (X-Forwarded-For trust)
@@ -160,9 +182,9 @@ class ProxyServer:
         await self.proxy.start()  # one health-probe round first: live upstreams are healthy when we serve
         if not await self.cache.start_and_wait():
             logger.warning("edgecache proxy: Redis not reachable at start-up; the shared tier joins later")
-        apps: list[Any] = [self.app, self.admin]
-        for sock, app in zip(self.sockets, apps, strict=False):
-            server = _Server(self._config(app))
+        configs = [self._config(self.app, self.protocol), self._config(self.admin)]
+        for sock, config in zip(self.sockets, configs, strict=False):
+            server = _Server(config)
             self.servers.append(server)
             self._tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
         while not all(s.started for s in self.servers):

@@ -1,4 +1,5 @@
-"""The in-process L1 tier: a byte-bounded LRU of ``CacheObject``s with per-object expiry and a tag index."""
+"""The in-process L1 tier: ``CacheObject``s bounded in bytes, kept or evicted by a W-TinyLFU admission
+policy (``edgecache.core.admission``), with per-object expiry and a tag index."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import heapq
 import time
 from collections.abc import Callable, Iterable
 
-from cachetools import Cache, LRUCache
-
+from edgecache.core.admission import AdmissionPolicy
 from edgecache.core.entry import CacheObject
 
 # Stale heap entries (deleted or overwritten keys) are dropped when the heap grows past
@@ -16,31 +16,17 @@ _HEAP_SLACK_FACTOR = 2
 _HEAP_SLACK_MIN = 64
 
 
-def _size_of(value: CacheObject) -> int:
-    return value.size
-
-
-class _EvictingLRU(LRUCache[str, CacheObject]):
-    """cachetools' LRU, with every eviction for space reported so the store can keep its indexes in step."""
-
-    def __init__(self, max_bytes: int, on_evicted: Callable[[str, CacheObject], None]) -> None:
-        super().__init__(maxsize=max_bytes, getsizeof=_size_of)
-        self._on_evicted = on_evicted
-
-    def popitem(self) -> tuple[str, CacheObject]:
-        key, value = super().popitem()
-        self._on_evicted(key, value)
-        return key, value
-
-    def peek(self, key: str) -> CacheObject | None:
-        # Cache.__getitem__ reads without moving the key to the recently-used end.
-        return Cache.__getitem__(self, key) if key in self else None
-
-
 class MemoryStore:
-    """Expiry design: every write (and ``len``/``current_bytes``) first sweeps the objects whose
+    """A dict of objects; the policy decides which keys stay (weights are object sizes in bytes).
+
+    Every lookup is reported to the policy (``touch``: a hit promotes the key, a miss counts toward the
+    key's frequency), every stored object is offered to it (``add``), and what it evicts is dropped here.
+    So a flood of keys requested once does not push out the objects asked for again and again, as an LRU
+    would.
+
+    Expiry design: every write (and ``len``/``current_bytes``) first sweeps the objects whose
     ``stored_until`` has passed, found through a min-heap of expiry times, so when an insert needs room
-    expired bytes are already gone and LRU eviction only ever picks among live objects. ``get`` also drops
+    expired bytes are already gone and the policy only ever evicts among live objects. ``get`` also drops
     an expired object it meets. The sweep is O(1) when nothing is due, and the hit path never touches the
     heap.
     """
@@ -58,57 +44,77 @@ class MemoryStore:
         self._clock = clock
         self._max_object_bytes = max_bytes if max_object_bytes is None else min(max_object_bytes, max_bytes)
         self._on_evict = on_evict
-        self._lru = _EvictingLRU(max_bytes, self._evicted_for_space)
+        self._objects: dict[str, CacheObject] = {}
+        self._policy = AdmissionPolicy(max_bytes)
+        self._touch = self._policy.touch
         self._keys_by_tag: dict[str, set[str]] = {}
         # (stored_until, key); may hold stale pairs, each checked against the live object when popped.
         self._expiry_heap: list[tuple[float, str]] = []
 
     @property
+    def policy(self) -> AdmissionPolicy:
+        """The admission policy (read-only use: its window size, sketch memory)."""
+        return self._policy
+
+    @property
     def current_bytes(self) -> int:
         self._expire_due(self._clock())
-        return int(self._lru.currsize)
+        return self._policy.weight
 
     def __len__(self) -> int:
         self._expire_due(self._clock())
-        return len(self._lru)
+        return len(self._objects)
 
     async def get(self, key: str) -> CacheObject | None:
         return self.get_nowait(key)
 
     def get_nowait(self, key: str) -> CacheObject | None:
         """``get`` without the coroutine: the middleware's hit path calls this directly on an L1."""
-        lru = self._lru
-        # `in` first: a miss raising KeyError inside cachetools costs ~1 µs, a membership test ~0.1 µs.
-        if key not in lru:
+        value = self._objects.get(key)
+        if value is None:
+            self._touch(key)  # a miss still counts toward the key's frequency
             return None
-        value = lru[key]
         if value.stored_until <= self._clock():
             self._evict(key, value)
             return None
+        self._touch(key)
         return value
+
+    def peek(self, key: str) -> CacheObject | None:
+        """The live object under ``key`` without touching it: no use counted, no eviction (``explain``)."""
+        value = self._objects.get(key)  # not through get_nowait: that touches the admission policy
+        return value if value is not None and value.stored_until > self._clock() else None
 
     async def set(self, key: str, value: CacheObject) -> bool:
         now = self._clock()
         self._expire_due(now)
-        # A rejected write still drops the older object: the caller meant to replace it.
-        previous = self._lru.peek(key)
-        if previous is not None:
-            self._remove(key, previous)
+        previous = self._objects.get(key)
         if value.size > self._max_object_bytes or value.stored_until <= now:
+            # A rejected write still drops the older object: the caller meant to replace it.
+            if previous is not None:
+                self._remove(key, previous)
             self._compact_heap_if_sparse()
             return False
-        self._lru[key] = value  # may evict least recently used objects through popitem
+        if previous is not None:
+            self._unindex_tags(key, previous)
+        self._objects[key] = value
         for tag in value.tags:
             self._keys_by_tag.setdefault(tag, set()).add(key)
         heapq.heappush(self._expiry_heap, (value.stored_until, key))
+        # An overwrite keeps the key's place and frequency in the policy (only its weight changes).
+        for evicted in self._policy.add(key, value.size):
+            gone = self._objects.pop(evicted)
+            self._unindex_tags(evicted, gone)
+            if self._on_evict is not None:
+                self._on_evict(gone.size)
         self._compact_heap_if_sparse()
-        return True
+        return key in self._objects  # (the policy only turns away a key heavier than max_bytes)
 
     async def delete(self, *keys: str) -> int:
         self._expire_due(self._clock())
         removed = 0
         for key in keys:
-            value = self._lru.peek(key)
+            value = self._objects.get(key)
             if value is not None:
                 self._remove(key, value)
                 removed += 1
@@ -133,7 +139,7 @@ class MemoryStore:
             doomed.update(self._keys_by_tag.get(tag, ()))
         removed = 0
         for key in doomed:
-            value = self._lru.peek(key)
+            value = self._objects.get(key)
             if value is not None:
                 self._remove(key, value)
                 removed += 1
@@ -141,7 +147,8 @@ class MemoryStore:
         return removed
 
     async def clear(self) -> None:
-        self._lru.clear()
+        self._objects.clear()
+        self._policy.clear()
         self._keys_by_tag.clear()
         self._expiry_heap.clear()
 
@@ -149,17 +156,12 @@ class MemoryStore:
         pass
 
     def _remove(self, key: str, value: CacheObject) -> None:
-        del self._lru[key]
+        del self._objects[key]
+        self._policy.discard(key)
         self._unindex_tags(key, value)
 
     def _evict(self, key: str, value: CacheObject) -> None:
         self._remove(key, value)
-        if self._on_evict is not None:
-            self._on_evict(value.size)
-
-    def _evicted_for_space(self, key: str, value: CacheObject) -> None:
-        # cachetools has already removed the object itself.
-        self._unindex_tags(key, value)
         if self._on_evict is not None:
             self._on_evict(value.size)
 
@@ -175,14 +177,13 @@ class MemoryStore:
         heap = self._expiry_heap
         while heap and heap[0][0] <= now:
             _, key = heapq.heappop(heap)
-            value = self._lru.peek(key)
+            value = self._objects.get(key)
             # The key may since have been deleted or rewritten with a later expiry.
             if value is not None and value.stored_until <= now:
                 self._evict(key, value)
 
     def _compact_heap_if_sparse(self) -> None:
-        if len(self._expiry_heap) <= _HEAP_SLACK_FACTOR * len(self._lru) + _HEAP_SLACK_MIN:
+        if len(self._expiry_heap) <= _HEAP_SLACK_FACTOR * len(self._objects) + _HEAP_SLACK_MIN:
             return
-        live = ((self._lru.peek(key), key) for key in list(self._lru))
-        self._expiry_heap = [(value.stored_until, key) for value, key in live if value is not None]
+        self._expiry_heap = [(value.stored_until, key) for key, value in self._objects.items()]
         heapq.heapify(self._expiry_heap)

@@ -107,6 +107,7 @@ class TieredStore:
         self._pending_purges: deque[tuple[frozenset[str], tuple[str, ...]]] = deque(maxlen=PENDING_PURGES_MAX)
         # Keys with a write still queued for L2: until it lands, L2 may hold an older object for them.
         self._queued_keys: Counter[str] = Counter()
+        self._settled: dict[str, asyncio.Event] = {}  # set when a key's queued writes have all been tried
         self.counters: Counter[str] = Counter()
         self._fences: deque[tuple[float, frozenset[str] | None, frozenset[str]]] = deque(maxlen=4096)
         # Soft purges: an older L2 response read shortly after one is served stale, as the claimer's
@@ -157,6 +158,11 @@ class TieredStore:
             await self.l1.set(key, l1_copy(value, self._clock(), self.l1_max_ttl))
         return value, Reason.L2
 
+    async def peek_tiers(self, key: str) -> tuple[CacheObject | None, CacheObject | None]:
+        """What L1 and L2 each hold under ``key``, read-only: no L1 promotion, no backfill (``explain``).
+        L2 is asked through the breaker; None there also means it could not be asked."""
+        return self.l1.peek(key), await self._l2_call("peek", self.l2.get(key))
+
     # -- writes -----------------------------------------------------------------------------------------
 
     async def set(self, key: str, value: CacheObject) -> bool:
@@ -205,6 +211,9 @@ class TieredStore:
                 self._queued_keys[key] -= 1
                 if self._queued_keys[key] <= 0:
                     del self._queued_keys[key]
+                    settled = self._settled.pop(key, None)
+                    if settled is not None:
+                        settled.set()
                 self._writes.task_done()
 
     def _remember_write(self, key: str, tags: frozenset[str]) -> None:
@@ -321,6 +330,19 @@ class TieredStore:
             if at > value.request_time and tags & value.tags:
                 return stale_now(value, at)
         return value
+
+    async def l2_settled(self, key: str, within: float) -> bool:
+        """Wait (at most ``within`` seconds) until no write of ``key`` is queued for L2 any more, so that
+        another node reading L2 now finds what this node stored (when the write succeeded)."""
+        if key not in self._queued_keys:
+            return True
+        settled = self._settled.setdefault(key, asyncio.Event())
+        try:
+            async with asyncio.timeout(within):
+                await settled.wait()
+        except TimeoutError:
+            return False
+        return True
 
     async def flush_writes(self) -> None:
         """Wait until every queued L2 write has been attempted (tests, shutdown)."""

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
+from cachetools import LRUCache
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -63,7 +63,9 @@ async def test_name_is_l1(new_store: Callable[..., MemoryStore]) -> None:
     assert new_store().name == "l1"
 
 
-async def test_recently_read_key_survives_eviction(new_store: Callable[..., MemoryStore]) -> None:
+async def test_read_key_survives_eviction_and_the_new_write_is_readable(
+    new_store: Callable[..., MemoryStore],
+) -> None:
     store = new_store(max_bytes=3 * ONE_RESPONSE_BYTES)
     for key in ("a", "b", "c"):
         await store.set(key, make_response(key))
@@ -71,9 +73,43 @@ async def test_recently_read_key_survives_eviction(new_store: Callable[..., Memo
     await store.get("a")
     await store.set("d", make_response("d"))
 
-    assert await store.get("a") is not None
-    assert await store.get("b") is None
+    assert store.get_nowait("a") is not None
+    assert store.get_nowait("d") is not None
     assert len(store) == 3
+
+
+async def _survivors_after(store: MemoryStore, read: Callable[[str], object]) -> list[str]:
+    """Fill, read "d" ten times with ``read``, add four more keys: which keys are left."""
+    for key in "abc":
+        await store.set(key, make_response(key))
+    for key in "abc":
+        for _ in range(3):
+            store.get_nowait(key)
+    await store.set("d", make_response("d"))
+    for _ in range(10):
+        read("d")
+    for key in "efgh":
+        await store.set(key, make_response(key))
+    return [key for key in "abcdefgh" if store.peek(key) is not None]
+
+
+async def test_peek_does_not_count_as_a_use(new_store: Callable[..., MemoryStore]) -> None:
+    untouched = await _survivors_after(new_store(max_bytes=3 * ONE_RESPONSE_BYTES), lambda key: None)
+    store = new_store(max_bytes=3 * ONE_RESPONSE_BYTES)
+    assert await _survivors_after(store, store.peek) == untouched
+    used = new_store(max_bytes=3 * ONE_RESPONSE_BYTES)
+    assert await _survivors_after(used, used.get_nowait) != untouched  # the scenario does tell uses apart
+
+
+async def test_peek_hides_expired_objects_without_evicting_them(
+    new_store: Callable[..., MemoryStore], clock: FakeClock, evicted_sizes: list[int]
+) -> None:
+    store = new_store()
+    await store.set("a", make_response("a"))
+    assert store.peek("a") == make_response("a")
+    clock.advance(10_000)
+    assert store.peek("a") is None
+    assert evicted_sizes == []  # get_nowait would have evicted it; peek leaves that to writes and get
 
 
 async def test_on_evict_reports_each_object_evicted_for_space(
@@ -205,6 +241,53 @@ async def test_object_larger_than_max_bytes_is_rejected_without_evicting(
     assert evicted_sizes == []
 
 
+async def _serve(store: MemoryStore, key: str) -> bool:
+    """One request through the store as the middleware makes it: a read, and a write on a miss."""
+    if store.get_nowait(key) is not None:
+        return True
+    await store.set(key, make_response(key))
+    return False
+
+
+async def test_one_hit_wonder_flood_does_not_evict_the_hot_set_while_lru_would(
+    new_store: Callable[..., MemoryStore],
+) -> None:
+    # 80 hot keys asked for round-robin, each request followed by a key asked for once (cache-busting
+    # query strings): a hot key comes back after 160 distinct keys, beyond an LRU of 100 objects.
+    capacity = 100 * ONE_RESPONSE_BYTES
+    store = new_store(max_bytes=capacity)
+    lru: LRUCache[str, StoredResponse] = LRUCache(maxsize=capacity, getsizeof=lambda value: value.size)
+    hot = [f"hot{i:02}" for i in range(80)]  # as long as the flood's keys: every object the same size
+    store_hot_hits = lru_hot_hits = 0
+    for i in range(8000):
+        for key, is_hot in ((hot[i % 80], True), (f"f{i:04}", False)):
+            hit = await _serve(store, key)
+            lru_hit = lru.get(key) is not None
+            if not lru_hit:
+                lru[key] = make_response(key)
+            store_hot_hits += hit and is_hot
+            lru_hot_hits += lru_hit and is_hot
+
+    assert lru_hot_hits == 0  # every hot key was pushed out before it came back
+    assert store_hot_hits >= 0.9 * 8000
+    assert sum(store.get_nowait(key) is not None for key in hot) >= 75
+    assert store.current_bytes <= capacity
+
+
+async def test_a_purged_popular_key_keeps_its_frequency(new_store: Callable[..., MemoryStore]) -> None:
+    store = new_store(max_bytes=10 * ONE_RESPONSE_BYTES)
+    await store.set("p", make_response("p", tags={"page"}))
+    for _ in range(10):
+        store.get_nowait("p")
+    frequency = store.policy._counts["p"]
+
+    await store.purge_tags(["page"])
+    assert store.get_nowait("p") is None
+    await store.set("p", make_response("p"))
+
+    assert store.policy._counts["p"] >= frequency
+
+
 async def _remove_by_delete(store: MemoryStore, clock: FakeClock) -> None:
     await store.delete("a", "b", "c")
 
@@ -281,15 +364,18 @@ async def test_no_method_suspends(new_store: Callable[..., MemoryStore]) -> None
     run_sync(store.aclose())
 
 
-KEYS = ("a", "b", "c", "d", "e")
+KEYS = ("a", "b", "c", "d", "e", "f", "g")
 TAGS = ("red", "green", "blue")
 MODEL_MAX_BYTES = 3000
 MODEL_MAX_OBJECT_BYTES = 1000
 
 
 class MemoryStoreMachine(RuleBasedStateMachine):
-    """Checks the store against an OrderedDict that evicts least recently used first and drops expired
-    objects before anything else, which is the behaviour MemoryStore promises."""
+    """Checks the store against a model of what it may hold: which objects the policy keeps is its own
+    business, but whatever the store holds must be the latest object written under that key, unexpired,
+    within the byte bound, readable right after its write, and indexed by its tags; and every byte
+    written is either held, evicted (reported through ``on_evict``) or removed by a delete, purge,
+    overwrite or rejected write."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -301,18 +387,17 @@ class MemoryStoreMachine(RuleBasedStateMachine):
             max_object_bytes=MODEL_MAX_OBJECT_BYTES,
             on_evict=self._count_eviction,
         )
-        self.model: OrderedDict[str, StoredResponse] = OrderedDict()  # least recently used first
-        self.model_evicted_bytes = 0
+        self.latest: dict[str, StoredResponse] = {}  # the last object stored under each key
+        self.written_bytes = 0
+        self.removed_bytes = 0  # by delete, purge, overwrite, rejected write
 
     def _count_eviction(self, size: int) -> None:
         self.evicted_bytes += size
 
-    def _expire_model(self) -> None:
-        now = self.clock()
-        for key, value in list(self.model.items()):
-            if value.stored_until <= now:
-                del self.model[key]
-                self.model_evicted_bytes += value.size
+    def _held(self) -> dict[str, StoredResponse]:
+        """What the store holds once due expiries are swept (the sweep counts as eviction)."""
+        len(self.store)
+        return {key: value for key, value in self.store._objects.items() if isinstance(value, StoredResponse)}
 
     @rule(
         key=st.sampled_from(KEYS),
@@ -324,48 +409,47 @@ class MemoryStoreMachine(RuleBasedStateMachine):
     def set(self, key: str, body_length: int, tags: frozenset[str], ttl: float) -> None:
         now = self.clock()
         value = make_response(key, body=b"x" * body_length, tags=tags, stored_until=now + ttl, now=now)
+        previous = self._held().get(key)
 
         stored = run_sync(self.store.set(key, value))
 
-        self._expire_model()
-        self.model.pop(key, None)
-        fits = value.size <= MODEL_MAX_OBJECT_BYTES and ttl > 0
-        assert stored == fits
-        if fits:
-            while sum(v.size for v in self.model.values()) + value.size > MODEL_MAX_BYTES:
-                _, evicted = self.model.popitem(last=False)
-                self.model_evicted_bytes += evicted.size
-            self.model[key] = value
+        if previous is not None:
+            self.removed_bytes += previous.size
+        assert stored == (value.size <= MODEL_MAX_OBJECT_BYTES and ttl > 0)
+        if stored:
+            self.written_bytes += value.size
+            self.latest[key] = value
+            assert self.store.get_nowait(key) is value
+        else:
+            assert key not in self.store._objects
 
     @rule(key=st.sampled_from(KEYS))
     def get(self, key: str) -> None:
         got = run_sync(self.store.get(key))
 
-        self._expire_model()
-        expected = self.model.get(key)
-        if expected is not None:
-            self.model.move_to_end(key)
-        assert got is expected
+        if got is not None:
+            assert got is self.latest[key]
+            assert got.stored_until > self.clock()
 
     @rule(keys=st.lists(st.sampled_from(KEYS), max_size=3))
     def delete(self, keys: list[str]) -> None:
+        held = self._held()
+
         removed = run_sync(self.store.delete(*keys))
 
-        self._expire_model()
-        present = {key for key in keys if key in self.model}
-        for key in present:
-            del self.model[key]
+        present = {key for key in keys if key in held}
         assert removed == len(present)
+        self.removed_bytes += sum(held[key].size for key in present)
 
     @rule(tags=st.frozensets(st.sampled_from(TAGS), max_size=2))
     def purge(self, tags: frozenset[str]) -> None:
+        held = self._held()
+
         removed = run_sync(self.store.purge_tags(tags))
 
-        self._expire_model()
-        tagged = [key for key, value in self.model.items() if value.tags & tags]
-        for key in tagged:
-            del self.model[key]
+        tagged = [key for key, value in held.items() if value.tags & tags]
         assert removed == len(tagged)
+        self.removed_bytes += sum(held[key].size for key in tagged)
 
     @rule(seconds=st.integers(1, 12).map(lambda quarters: quarters / 4))
     def advance_clock(self, seconds: float) -> None:
@@ -374,13 +458,17 @@ class MemoryStoreMachine(RuleBasedStateMachine):
     @invariant()
     def agrees_with_model(self) -> None:
         current_bytes = self.store.current_bytes
-        self._expire_model()
-        assert current_bytes == sum(value.size for value in self.model.values())
-        assert current_bytes <= MODEL_MAX_BYTES
-        assert len(self.store) == len(self.model)
-        assert self.evicted_bytes == self.model_evicted_bytes
+        held = self._held()
+        now = self.clock()
+        assert current_bytes == sum(value.size for value in held.values()) <= MODEL_MAX_BYTES
+        assert len(self.store) == len(held) == len(self.store.policy)
+        for key, value in held.items():
+            assert value is self.latest[key]
+            assert value.stored_until > now
+            assert key in self.store.policy
+        assert self.written_bytes == current_bytes + self.evicted_bytes + self.removed_bytes
         expected_index: dict[str, set[str]] = {}
-        for key, value in self.model.items():
+        for key, value in held.items():
             for tag in value.tags:
                 expected_index.setdefault(tag, set()).add(key)
         assert self.store._keys_by_tag == expected_index

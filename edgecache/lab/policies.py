@@ -1,0 +1,459 @@
+"""Cache replacement policies for the simulator, all behind one method: ``access(key, weight, now) -> hit``.
+
+A policy holds at most ``capacity`` weight units: entries (every weight 1) or bytes (weight = object size).
+On a miss it stores the object unless the object alone is heavier than the whole capacity; what it evicts is
+its own business. ``now`` (seconds) is read by the TTL policy only. Keys are ints (see ``traces``).
+
+- ``lru``: least recently used (``OrderedDict``).
+- ``fifo``: first in, first out; hits do not reorder.
+- ``lfu``: in-cache LFU. Counts start at 1 when an object is stored and are forgotten when it is evicted;
+  no aging (this is the classic LFU, and why it collapses when popularity drifts). Ties between equally
+  frequent objects go to the least recently used one. A heap with lazy deletion: O(log n) per access.
+- ``ttl``: TTL-only: an object lives ``ttl`` seconds after it was stored and nothing else removes it; when
+  the cache is full a new object is not stored (as a cache without an eviction policy behaves).
+- ``w-tinylfu``: W-TinyLFU (Einziger, Friedman, Manes 2017) with a fixed window: a 1 % LRU window in front
+  of a segmented LRU main region (20 % probation, 80 % protected); what leaves the window enters main only if
+  a count-min sketch (4 rows of 4-bit counters, width ≥ the capacity in entries, with a doorkeeper set) says
+  it is more frequent than main's victim. Every ``10 × entries`` accesses the counters are halved and the
+  doorkeeper cleared (aging). No random admission against hash flooding (traces are not adversarial).
+- ``s3-fifo``: S3-FIFO (Yang et al., SOSP 2023): a small FIFO (10 %), a main FIFO (90 %) and a ghost FIFO
+  of keys evicted from small (as much weight as main holds). An object accessed again while in small moves
+  to main; main reinserts objects whose 2-bit counter is non-zero, decrementing it; a miss on a ghost key
+  goes straight to main.
+- ``edgecache``: the L1 this build of edgecache ships: ``edgecache.core.admission.AdmissionPolicy`` when it
+  exists, otherwise the memory store's plain LRU (cachetools ``LRUCache``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Protocol
+
+M64 = 0xFFFFFFFFFFFFFFFF
+
+
+class Policy(Protocol):
+    name: str
+
+    def access(self, key: int, weight: int, now: float) -> bool: ...
+
+    def resident(self) -> set[int]: ...
+
+
+class LRU:
+    name = "lru"
+
+    def __init__(self, capacity: int, **_: object) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._entries: OrderedDict[int, int] = OrderedDict()
+
+    def access(self, key: int, weight: int, now: float) -> bool:
+        entries = self._entries
+        if key in entries:
+            entries.move_to_end(key)
+            return True
+        if weight > self.capacity:
+            return False
+        entries[key] = weight
+        self.used += weight
+        while self.used > self.capacity:
+            self.used -= entries.popitem(last=False)[1]
+        return False
+
+    def resident(self) -> set[int]:
+        return set(self._entries)
+
+
+class FIFO(LRU):
+    name = "fifo"
+
+    def access(self, key: int, weight: int, now: float) -> bool:
+        entries = self._entries
+        if key in entries:
+            return True
+        if weight > self.capacity:
+            return False
+        entries[key] = weight
+        self.used += weight
+        while self.used > self.capacity:
+            self.used -= entries.popitem(last=False)[1]
+        return False
+
+
+class LFU:
+    name = "lfu"
+
+    def __init__(self, capacity: int, **_: object) -> None:
+        self.capacity = capacity
+        self.used = 0
+        # key -> [count, last access tick, weight]; the heap holds (count, tick, key) snapshots, and a
+        # snapshot is current only while count and tick still match.
+        self._entries: dict[int, list[int]] = {}
+        self._heap: list[tuple[int, int, int]] = []
+        self._tick = 0
+
+    def access(self, key: int, weight: int, now: float) -> bool:
+        self._tick = tick = self._tick + 1
+        entries = self._entries
+        entry = entries.get(key)
+        heap = self._heap
+        if entry is not None:
+            entry[0] += 1
+            entry[1] = tick
+            heapq.heappush(heap, (entry[0], tick, key))
+            if len(heap) > 4 * len(entries) + 64:
+                self._compact()
+            return True
+        if weight > self.capacity:
+            return False
+        self.used += weight
+        while self.used > self.capacity:
+            count, seen, victim = heapq.heappop(heap)
+            current = entries[victim]
+            if current[0] == count and current[1] == seen:
+                del entries[victim]
+                self.used -= current[2]
+        entries[key] = [1, tick, weight]
+        heapq.heappush(heap, (1, tick, key))
+        return False
+
+    def _compact(self) -> None:
+        self._heap = [(c, t, k) for k, (c, t, _) in self._entries.items()]
+        heapq.heapify(self._heap)
+
+    def resident(self) -> set[int]:
+        return set(self._entries)
+
+
+class TTLOnly:
+    name = "ttl"
+
+    def __init__(self, capacity: int, *, ttl: float = 60.0, **_: object) -> None:
+        self.capacity = capacity
+        self.ttl = ttl
+        self.used = 0
+        self._expires: dict[int, tuple[float, int]] = {}
+        # One TTL for all, so objects expire in the order they were stored: a FIFO of (expiry, key).
+        self._queue: deque[tuple[float, int]] = deque()
+
+    def access(self, key: int, weight: int, now: float) -> bool:
+        queue = self._queue
+        expires = self._expires
+        while queue and queue[0][0] <= now:
+            _, old = queue.popleft()
+            self.used -= expires.pop(old)[1]
+        if key in expires:
+            return True
+        if self.used + weight > self.capacity:
+            return False
+        expiry = now + self.ttl
+        expires[key] = (expiry, weight)
+        queue.append((expiry, key))
+        self.used += weight
+        return False
+
+    def resident(self) -> set[int]:
+        return set(self._expires)
+
+    def resident_at(self, now: float) -> set[int]:
+        """What a request at ``now`` would find (``resident`` may still hold entries expired since)."""
+        return {k for k, (expiry, _) in self._expires.items() if expiry > now}
+
+
+_HALF = bytes(i >> 1 for i in range(256))
+
+
+class CountMinSketch:
+    """Four rows of saturating 4-bit counters (one per byte), a doorkeeper set, and periodic halving."""
+
+    __slots__ = ("_additions", "_door", "_mask", "_rows", "_sample")
+
+    def __init__(self, entries: int) -> None:
+        width = 16
+        while width < entries:
+            width *= 2
+        self._mask = width - 1
+        self._rows = [bytearray(width) for _ in range(4)]
+        self._door: set[int] = set()
+        self._sample = 10 * max(entries, 1)
+        self._additions = 0
+
+    def _indexes(self, key: int) -> tuple[int, int, int, int]:
+        # Two 32-bit halves of one multiplicative hash combined as h1 + i*h2 (Kirsch–Mitzenmacher).
+        h = ((key + 1) * 0x9E3779B97F4A7C15) & M64
+        h ^= h >> 31
+        h = (h * 0xBF58476D1CE4E5B9) & M64
+        h ^= h >> 29
+        mask = self._mask
+        h1 = h & 0xFFFFFFFF
+        h2 = (h >> 32) | 1
+        return h1 & mask, (h1 + h2) & mask, (h1 + 2 * h2) & mask, (h1 + 3 * h2) & mask
+
+    def increment(self, key: int) -> None:
+        door = self._door
+        if key not in door:
+            door.add(key)  # a key's first sighting in a period only opens the door
+        else:
+            r0, r1, r2, r3 = self._rows
+            i0, i1, i2, i3 = self._indexes(key)
+            if r0[i0] < 15:
+                r0[i0] += 1
+            if r1[i1] < 15:
+                r1[i1] += 1
+            if r2[i2] < 15:
+                r2[i2] += 1
+            if r3[i3] < 15:
+                r3[i3] += 1
+        self._additions += 1
+        if self._additions >= self._sample:
+            self._additions = 0
+            self._door.clear()
+            self._rows = [bytearray(row.translate(_HALF)) for row in self._rows]
+
+    def frequency(self, key: int) -> int:
+        r0, r1, r2, r3 = self._rows
+        i0, i1, i2, i3 = self._indexes(key)
+        return min(r0[i0], r1[i1], r2[i2], r3[i3]) + (key in self._door)
+
+
+class WTinyLFU:
+    name = "w-tinylfu"
+
+    def __init__(self, capacity: int, *, entries: int = 0, window: float = 0.01, **_: object) -> None:
+        self.capacity = capacity
+        self.window_capacity = max(1, int(capacity * window))
+        self.main_capacity = max(0, capacity - self.window_capacity)
+        self.protected_capacity = int(self.main_capacity * 0.8)
+        self._window: OrderedDict[int, int] = OrderedDict()
+        self._probation: OrderedDict[int, int] = OrderedDict()
+        self._protected: OrderedDict[int, int] = OrderedDict()
+        self._window_used = self._main_used = self._protected_used = 0
+        self.sketch = CountMinSketch(entries or capacity)
+
+    def access(self, key: int, weight: int, now: float) -> bool:
+        self.sketch.increment(key)
+        window = self._window
+        if key in window:
+            window.move_to_end(key)
+            return True
+        protected = self._protected
+        if key in protected:
+            protected.move_to_end(key)
+            return True
+        probation = self._probation
+        if key in probation:
+            w = probation.pop(key)
+            protected[key] = w
+            self._protected_used += w
+            while self._protected_used > self.protected_capacity and len(protected) > 1:
+                old, old_w = protected.popitem(last=False)
+                self._protected_used -= old_w
+                probation[old] = old_w
+            return True
+        if weight > self.capacity:
+            return False
+        window[key] = weight
+        self._window_used += weight
+        while self._window_used > self.window_capacity and window:
+            candidate, cw = window.popitem(last=False)
+            self._window_used -= cw
+            probation[candidate] = cw
+            self._main_used += cw
+            self._admit(candidate)
+        return False
+
+    def _admit(self, candidate: int) -> None:
+        """Bring main back within its capacity: the candidate (newest in probation) against main's victims."""
+        probation = self._probation
+        protected = self._protected
+        frequency = self.sketch.frequency
+        while self._main_used > self.main_capacity:
+            victim: int | None = None
+            for k in probation:  # the least recently used first; the candidate is the newest
+                victim = k
+                break
+            if victim == candidate:
+                victim = next(iter(protected)) if protected else None
+            if victim is None or frequency(candidate) <= frequency(victim):
+                self._main_used -= probation.pop(candidate)
+                return
+            if victim in probation:
+                self._main_used -= probation.pop(victim)
+            else:
+                w = protected.pop(victim)
+                self._protected_used -= w
+                self._main_used -= w
+
+    def resident(self) -> set[int]:
+        return set(self._window) | set(self._probation) | set(self._protected)
+
+
+class S3FIFO:
+    name = "s3-fifo"
+
+    def __init__(self, capacity: int, *, small: float = 0.1, **_: object) -> None:
+        self.capacity = capacity
+        self.small_capacity = max(1, int(capacity * small))
+        self.ghost_capacity = max(1, capacity - self.small_capacity)
+        self._small: OrderedDict[int, int] = OrderedDict()
+        self._main: OrderedDict[int, int] = OrderedDict()
+        self._ghost: OrderedDict[int, int] = OrderedDict()
+        self._freq: dict[int, int] = {}
+        self._small_used = self._main_used = self._ghost_used = 0
+
+    def access(self, key: int, weight: int, now: float) -> bool:
+        freq = self._freq
+        f = freq.get(key)
+        if f is not None:
+            if f < 3:
+                freq[key] = f + 1
+            return True
+        if weight > self.capacity:
+            return False
+        ghost = self._ghost
+        if key in ghost:
+            self._ghost_used -= ghost.pop(key)
+            self._main[key] = weight
+            self._main_used += weight
+        else:
+            self._small[key] = weight
+            self._small_used += weight
+        freq[key] = 0
+        while self._small_used + self._main_used > self.capacity:
+            self._evict()
+        return False
+
+    def _evict(self) -> None:
+        freq = self._freq
+        if (self._small_used >= self.small_capacity or not self._main) and self._small:
+            key, w = self._small.popitem(last=False)
+            self._small_used -= w
+            if freq[key] > 0:  # asked for again while in small: worth keeping
+                freq[key] = 0
+                self._main[key] = w
+                self._main_used += w
+                return
+            del freq[key]
+            ghost = self._ghost
+            ghost[key] = w
+            self._ghost_used += w
+            while self._ghost_used > self.ghost_capacity:
+                self._ghost_used -= ghost.popitem(last=False)[1]
+            return
+        main = self._main
+        while True:
+            key, w = main.popitem(last=False)
+            f = freq[key]
+            if f > 0:
+                freq[key] = f - 1
+                main[key] = w  # reinserted: one more lap
+            else:
+                del freq[key]
+                self._main_used -= w
+                return
+
+    def resident(self) -> set[int]:
+        return set(self._freq)
+
+
+# -- the shipped L1 -----------------------------------------------------------------------------------
+
+
+class _L1(Protocol):
+    def __contains__(self, key: object) -> bool: ...
+
+    def touch(self, key: str) -> bool: ...
+
+    def add(self, key: str, weight: int) -> list[str]: ...
+
+
+class _CachetoolsLRU:
+    """The memory store's L1 before it had an admission policy: cachetools' ``LRUCache``, weighted."""
+
+    def __init__(self, capacity: int) -> None:
+        from cachetools import LRUCache  # noqa: PLC0415
+
+        evicted: list[str] = []
+        self._evicted = evicted
+
+        class _Recording(LRUCache[str, int]):
+            def popitem(self) -> tuple[str, int]:
+                item = super().popitem()
+                evicted.append(item[0])
+                return item
+
+        self._cache = _Recording(maxsize=capacity, getsizeof=lambda weight: weight)
+
+    def touch(self, key: str) -> bool:
+        cache = self._cache
+        if key in cache:
+            cache[key]  # a read is what moves it to the recent end
+            return True
+        return False
+
+    def add(self, key: str, weight: int) -> list[str]:
+        self._evicted.clear()
+        self._cache[key] = weight
+        return list(self._evicted)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._cache
+
+
+def shipped_l1(capacity: int) -> tuple[_L1, str]:
+    """The L1 policy of this build and a short description of it."""
+    try:
+        # (absent before the admission policy ships; the ignore is for builds without it)
+        from edgecache.core.admission import AdmissionPolicy  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    except ImportError:
+        return _CachetoolsLRU(capacity), "cachetools LRU"
+    return AdmissionPolicy(capacity), "W-TinyLFU, adaptive window (edgecache.core.admission)"
+
+
+class Edgecache:
+    """Adapter: the shipped L1's ``touch``/``add`` as a simulator policy (keys passed as decimal strings)."""
+
+    name = "edgecache"
+
+    def __init__(self, capacity: int, **_: object) -> None:
+        self.capacity = capacity
+        self._l1, self.description = shipped_l1(capacity)
+        self._keys: dict[int, str] = {}
+
+    def access(self, key: int, weight: int, now: float) -> bool:
+        # One str per key id, reused: the shipped policy (like the store) sees the same str object each time.
+        name = self._keys.get(key)
+        if name is None:
+            name = self._keys[key] = str(key)
+        if self._l1.touch(name):
+            return True
+        if weight <= self.capacity:
+            self._l1.add(name, weight)
+        return False
+
+    def resident(self) -> set[int]:
+        return {key for key, name in self._keys.items() if name in self._l1}
+
+
+PolicyFactory = Callable[..., Policy]
+POLICIES: dict[str, PolicyFactory] = {
+    "lru": LRU,
+    "lfu": LFU,
+    "fifo": FIFO,
+    "ttl": TTLOnly,
+    "w-tinylfu": WTinyLFU,
+    "s3-fifo": S3FIFO,
+    "edgecache": Edgecache,
+}
+
+
+def make_policy(name: str, capacity: int, *, entries: int, ttl: float) -> Policy:
+    """A fresh policy by name; ``entries`` estimates how many objects fit (sketch sizing)."""
+    try:
+        factory = POLICIES[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}, opt") from None
+    return factory(capacity, entries=entries, ttl=ttl)
