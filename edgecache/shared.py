@@ -14,7 +14,7 @@ Redis pub/sub delivers at most once, so every way a message can be lost has a na
 A node that cannot hear invalidations must not write to L2 either: its fills could carry what a purge it
 missed removed, and L2 would then hand that to every node until the entry's TTL. So, while the channel is
 down (before the first subscription, and from a noticed loss until resubscribed) L2 writes are paused; fills
-in flight when it goes down or comes back do not store; and when the loss is noticed, the L2 writes this node
+still in flight when it comes back do not store; and when the loss is noticed, the L2 writes this node
 made in the last ``recent_write_seconds`` (longer than a heartbeat takes to notice a silent connection) are
 deleted again, since a message lost just before could have preceded them. The same re-deletion, limited to
 the message's tags, closes the fill/invalidate race across nodes: see ``stores.tiered``.
@@ -188,10 +188,10 @@ class SharedTier:
     async def _on_disconnected(self) -> None:
         self._l1_waits_for_generation = False
         self.store.l1_bypass = True
+        # (Fills in flight need no refusal here: with L1 bypassed and L2 paused they store nothing, and
+        # those still running once subscribed again are refused then, see _use_l1_again.)
         self.store.l2_writes_paused = True
         self._subscribed.clear()
-        # Fills in flight store nothing, queued L2 writes are dropped.
-        self.cache.note_external_invalidation(counted=False)
         await self.store.clear_l1()
         self.counters["subscriber_disconnects"] += 1
         logger.warning(

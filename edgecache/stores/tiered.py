@@ -171,8 +171,10 @@ class TieredStore:
         if not self.l1_bypass:
             stored = await self.l1.set(key, l1_copy(value, now, self.l1_max_ttl))
         if self.l2_writes_paused:
+            # Accepted, as a write queued for an unreachable L2 is: the response may still be shared with
+            # the requests that waited for it (coalescing); it is only kept out of the shared tier.
             self.counters["l2_write_paused"] += 1
-            return stored
+            return stored or value.stored_until > now
         try:
             self._writes.put_nowait((key, value, self._purge_seq))
         except asyncio.QueueFull:

@@ -403,8 +403,7 @@ async def test_a_node_that_cannot_hear_invalidations_writes_nothing_to_l2(
     hear(False)
     await eventually(lambda: a.store.l1_bypass, what="a noticed its lost subscription")
     await purge.run(b)  # A never hears of it
-    response = await a.get(PATH)  # L2 itself still works for A: it is read, not written
-    assert "detail=not-stored" in status(response), status(response)
+    await a.get(PATH)  # L2 itself still works for A: it is read, not written
     await a.store.flush_writes()
     assert a.store.counters["l2_write_paused"] == 1
     assert await l2_body(a) is None

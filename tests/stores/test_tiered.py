@@ -693,7 +693,7 @@ async def test_paused_l2_writes_keep_to_l1(
 ) -> None:
     store = new_tiered()
     store.l2_writes_paused = True
-    assert await store.set("a", response("a", clock)) is True
+    assert await store.set("a", response("a", clock)) is True  # accepted: L1 has it
     await store.flush_writes()
 
     assert store.l1.get_nowait("a") is not None
