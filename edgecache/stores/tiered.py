@@ -105,6 +105,7 @@ class TieredStore:
         # dropped, so an invalidation is never undone by a write that was already on its way.
         self._purges: deque[tuple[int, frozenset[str] | None, frozenset[str]]] = deque(maxlen=4096)
         self._pending_purges: deque[tuple[frozenset[str], tuple[str, ...]]] = deque(maxlen=PENDING_PURGES_MAX)
+        self._retrying_purges = False
         # Keys with a write still queued for L2: until it lands, L2 may hold an older object for them.
         self._queued_keys: Counter[str] = Counter()
         self._settled: dict[str, asyncio.Event] = {}  # set when a key's queued writes have all been tried
@@ -412,6 +413,17 @@ class TieredStore:
     async def retry_pending_purges(self) -> None:
         """Apply to L2 the purges it missed; called after each L2 write and by the shared tier's watcher,
         so that a node taking no writes still catches up."""
+        # One retry at a time: two callers awaiting Redis on the same queue head would both pop it, and
+        # the second pop would drop a purge that never reached L2. The one running drains what is added.
+        if self._retrying_purges:
+            return
+        self._retrying_purges = True
+        try:
+            await self._drain_pending_purges()
+        finally:
+            self._retrying_purges = False
+
+    async def _drain_pending_purges(self) -> None:
         while self._pending_purges:  # _l2_call asks the breaker (and lets a half-open probe through)
             tags, keys = self._pending_purges[0]
             if tags and await self._l2_call("purge", self.l2.purge_tags(tags)) is None:

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edgecache import Cache, CacheInterceptor, Settings
 from edgecache.cli import main as cli_main
+from edgecache.core.breaker import BreakerState
 from edgecache.core.invalidation import Invalidation
 from edgecache.core.keys import primary_key, uri_components
 from edgecache.shared import SharedTier
@@ -854,6 +855,17 @@ async def test_a_sentinel_failover_fails_no_request_and_invalidation_works_after
     await eventually(
         lambda: not a.store.l1_bypass and not b.store.l1_bypass, within=RECONNECT_WITHIN, what="L1 used again"
     )
+    # A node whose L2 calls failed during the outage skips L2 until its breaker's probe succeeds (a miss,
+    # never an error); the checks below need L2 answering again on both nodes.
+    deadline = time.monotonic() + RECONNECT_WITHIN
+    probes = 0
+    while not all(node.store.breaker.state is BreakerState.CLOSED for node in (a, b)):
+        assert time.monotonic() < deadline, "L2 not used again"
+        probes += 1
+        origin.serve(f"/probe/{probes}")
+        for node in (a, b):  # an L1 miss: only a request that asks L2 lets the breaker's probe through
+            await node.get(f"/probe/{probes}")
+        await asyncio.sleep(0.05)
 
     # Invalidation works again: from a node, and from a raw PUBLISH to the new master.
     for node in (a, b):  # in both L1s again (from L2, or from the app and then L2)

@@ -749,3 +749,26 @@ async def test_the_purge_fence_refuses_a_response_whose_request_began_before_the
     assert await store.get_tiered("late") == (None, Reason.L2)
     assert store.l1.get_nowait("late") is None
     assert (await store.get_tiered("after"))[0] is not None
+
+
+async def test_concurrent_retries_apply_every_pending_purge(
+    new_tiered: Callable[..., TieredStore], l2_view: RedisStore, clock: FakeClock
+) -> None:
+    # The write path and the shared tier's watcher may both retry at once: each pending purge must still
+    # reach L2 (two retries popping the same queue would drop one unapplied).
+    store = new_tiered()
+    for key, tag in (("a", "red"), ("b", "blue")):
+        await store.set(key, response(key, clock, tags={tag}))
+    await store.flush_writes()
+    for _ in range(FAILURE_THRESHOLD):
+        store.breaker.failed(clock())
+    await store.purge_tags(["red"])
+    await store.purge_tags(["blue"])
+    assert store.has_pending_purges()
+    store.breaker.succeeded()
+
+    await asyncio.gather(store.retry_pending_purges(), store.retry_pending_purges())
+
+    assert not store.has_pending_purges()
+    assert await l2_view.get("a") is None
+    assert await l2_view.get("b") is None
