@@ -108,7 +108,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, hence a cast and no isinstance check.
         self.transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
+        self.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
 
     def data_received(self, data: bytes) -> None:
         if not self.active or self.complete:
@@ -122,8 +122,11 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.error = httpx.RemoteProtocolError("unexpected protocol upgrade from upstream")
         except httptools.HttpParserError as error:
-            self.error = httpx.RemoteProtocolError(f"malformed response from upstream: {error}")
-        if self.error is not None:
+            if self.complete:
+                self.extra = True  # garbage after a whole response: that response stands, the connection not
+            else:
+                self.error = httpx.RemoteProtocolError(f"malformed response from upstream: {error}")
+        if self.error is not None or self.extra:
             self.close()
         elif self.buffered > _HIGH_WATER and self.transport is not None and not self._reading_paused:
             self._reading_paused = True
@@ -162,7 +165,8 @@ class _Connection(asyncio.Protocol):
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.headers_done:  # after the head: chunked trailer fields, ignored
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
