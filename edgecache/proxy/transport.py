@@ -96,6 +96,7 @@ class _Connection(asyncio.Protocol):
         self.extra = False  # bytes past the end of the response: the connection cannot be reused
         self.framed = False  # Content-Length or chunked (else the body ends when the connection does)
         self.keep_alive = False
+        self.version = "1.1"
         self.chunks: list[bytes] = []
         self.buffered = 0
 
@@ -188,7 +189,8 @@ class _Connection(asyncio.Protocol):
                 chunked = True
         no_body = self.head_only or status in _NO_BODY_STATUS
         self.framed = no_body or chunked or length is not None
-        self.keep_alive = self.framed and not close and self.parser.get_http_version() == "1.1"
+        self.version = self.parser.get_http_version()
+        self.keep_alive = self.framed and not close and self.version == "1.1"
         if self.head_only:
             self.complete = True  # the parser would wait for Content-Length bytes that never come
 
@@ -520,7 +522,7 @@ class EdgeTransport(httpx.AsyncBaseTransport):
             conn.status,
             headers=conn.headers,
             stream=stream,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": conn.reason},
+            extensions={"http_version": b"HTTP/" + conn.version.encode(), "reason_phrase": conn.reason},
         )
 
     async def aclose(self) -> None:
