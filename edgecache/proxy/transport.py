@@ -39,6 +39,7 @@ transport exists for).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -76,6 +77,7 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0
         self.active = False
+        self.pool: _Pool | None = None
         self._waiter: asyncio.Future[bool] | None = None  # True: timed out
         self._drain: asyncio.Future[None] | None = None
         self._reading_paused = False
@@ -140,6 +142,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.lost = exc
+        if not self.active and self.pool is not None:
+            self.pool.forget(self)  # an idle connection the upstream closed: out of the pool now
         if self.headers_done and not self.complete and not self.framed and exc is None:
             self.complete = True  # a close-delimited body ends here (RFC 9112 §6.3, rule 8)
         self._wake()
@@ -326,6 +330,7 @@ class _Pool:
                     self.wake_one()
                     raise
                 self.open.add(conn)
+                conn.pool = self
                 return conn
             pool_timeout = timeouts.get("pool")
             if deadline is None and pool_timeout is not None:
@@ -379,6 +384,12 @@ class _Pool:
         else:
             self.discard(conn)
         self.wake_one()
+
+    def forget(self, conn: _Connection) -> None:
+        if conn in self.open:
+            with contextlib.suppress(ValueError):
+                self.idle.remove(conn)
+            self.discard(conn)
 
     def discard(self, conn: _Connection) -> None:
         conn.close()

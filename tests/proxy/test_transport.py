@@ -329,6 +329,17 @@ async def test_idle_connections_are_bounded_and_expire(raw) -> None:
     assert sorted(server.closed) == [1, 2, 3, 4]  # every connection closed by the client
 
 
+async def test_an_idle_connection_closed_by_the_upstream_leaves_the_pool(raw, transport) -> None:
+    server = await raw(scripted(OK))  # one answer, then the upstream closes the connection
+    async with client(transport) as http:
+        assert (await http.get(server.url())).content == b"ok"
+        for _ in range(500):  # the close reaches the client within a few loop turns; 5 s at most
+            if transport.connections("127.0.0.1", server.port) == (0, 0):
+                break
+            await asyncio.sleep(0.01)
+        assert transport.connections("127.0.0.1", server.port) == (0, 0)
+
+
 async def test_max_connections_waits_then_times_out_with_a_pool_timeout(raw) -> None:
     server = await raw(keep_alive)
     edge = EdgeTransport(max_connections=1)
