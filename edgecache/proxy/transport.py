@@ -304,13 +304,19 @@ class _Pool:
         self.waiters: deque[asyncio.Future[None]] = deque()
         self.open: set[_Connection] = set()  # every connection, idle or in use (for aclose)
 
-    async def acquire(self, timeouts: dict[str, float | None], request: httpx.Request) -> _Connection:
+    async def acquire(
+        self, timeouts: dict[str, float | None], request: httpx.Request, fresh: bool = False
+    ) -> _Connection:
+        """An idle connection (newest first), else a new one (``fresh``: a new one, or an idle one closed to
+        make room), else wait for one within the pool timeout."""
         owner = self.owner
         loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
             idle = self.idle
-            if idle:
+            if fresh and idle and self.count >= owner.max_connections:
+                self.discard(idle.popleft())
+            if idle and not fresh:
                 expiry = time.monotonic() - owner.idle_timeout
                 while idle and idle[0].idle_since < expiry:
                     self.discard(idle.popleft())
@@ -501,7 +507,8 @@ class EdgeTransport(httpx.AsyncBaseTransport):
         write_timeout = timeouts.get("write")
         read_timeout = timeouts.get("read")
         for attempt in (1, 2):
-            conn = await pool.acquire(timeouts, request)
+            # The retry takes a new connection: the other idle ones may have been closed as well.
+            conn = await pool.acquire(timeouts, request, fresh=attempt == 2)
             try:
                 conn.begin(method)
                 try:

@@ -382,6 +382,25 @@ async def test_a_reused_connection_closed_by_the_peer_is_retried_for_replayable_
     await edge.aclose()
 
 
+async def test_the_retry_takes_a_new_connection_when_every_idle_one_is_stale(raw) -> None:
+    """Like an upstream restart: each idle connection drops the next request sent on it."""
+
+    async def one_then_drop(reader, writer, server: RawServer) -> None:
+        number = server.connections
+        await server.next_request(reader, number)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % number)
+        await writer.drain()
+        await read_request(reader)
+
+    server = await raw(one_then_drop)
+    edge = EdgeTransport()
+    async with client(edge) as http:
+        first = await asyncio.gather(*(http.get(server.url()) for _ in range(2)))
+        assert sorted(r.content for r in first) == [b"1", b"2"]
+        assert (await http.get(server.url())).content == b"3"
+    await edge.aclose()
+
+
 @pytest.mark.parametrize(
     "response_bytes",
     [
