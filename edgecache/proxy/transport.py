@@ -190,7 +190,8 @@ class _Connection(asyncio.Protocol):
             elif lname == b"content-length":
                 length = value
             elif lname == b"transfer-encoding":
-                chunked = True
+                # chunked as the last coding frames the body; any other ends it at close (RFC 9112 §6.3)
+                chunked = value.rstrip().lower().endswith(b"chunked")
         no_body = self.head_only or status in _NO_BODY_STATUS
         self.framed = no_body or chunked or length is not None
         self.version = self.parser.get_http_version()

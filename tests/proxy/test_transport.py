@@ -246,8 +246,11 @@ async def test_chunked_body_with_trailers_then_reuse(raw, transport) -> None:
     assert server.connections == 1
 
 
-async def test_close_delimited_body_is_read_to_the_end_and_not_reused(raw, transport) -> None:
-    server = await raw(scripted(b"HTTP/1.1 200 OK\r\n\r\n" + b"z" * 100_000))
+@pytest.mark.parametrize(
+    "head", [b"HTTP/1.1 200 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"]
+)
+async def test_close_delimited_body_is_read_to_the_end_and_not_reused(raw, transport, head: bytes) -> None:
+    server = await raw(scripted(head + b"z" * 100_000))
     async with client(transport) as http:
         response = await http.get(server.url())
         assert response.content == b"z" * 100_000
