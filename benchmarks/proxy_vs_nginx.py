@@ -18,6 +18,9 @@ Targets measured with ``wrk --latency -t1 -c<connections> -d<duration>s``, the o
   app on the same uvicorn stack, the ceiling of any Python server here;
 * the miss path: ``upstream /miss`` directly, ``edgecache /miss`` and, for context, ``nginx /miss`` (every
   request reaches the upstream; the proxy and the upstream then share CPU 0, as a sidecar shares its pod).
+  With ``--transport both`` (the default) a second proxy process on httpx's own transport
+  (``benchmarks.proxy_httpx_transport``, the transport ``EdgeTransport`` replaced) adds
+  ``edgecache_httpx_miss``; ``--transport httpx`` measures that proxy alone.
 
 Reported: the median per target of requests/s, p50, p99, and the ratios (median of per-round ratios)
 ``edgecache hit / nginx hit`` (target >= 0.5x requests/s) and its p99 ratio, and ``edgecache miss /
@@ -114,6 +117,10 @@ TARGETS = (
     Target("edgecache_miss", "edgecache proxy, miss (no-store)", "edgecache", MISS_PATH, hit=False),
     Target("nginx_miss", "nginx proxy_cache, miss (no-store)", "nginx", MISS_PATH, hit=False),
 )
+# ``--transport httpx`` or ``both``: the proxy on httpx's own transport (httpcore's pool), the "before".
+HTTPX_MISS = Target(
+    "edgecache_httpx_miss", "edgecache proxy on httpx, miss", "edgecache-httpx", MISS_PATH, hit=False
+)
 
 
 class Process:
@@ -169,13 +176,14 @@ def start_upstream() -> Process:
     return Process("upstream", server.command(), server.port)
 
 
-def start_edgecache(upstream_port: int) -> Process:
+def start_edgecache(upstream_port: int, transport: str = "edgecache") -> Process:
     port, admin = hit.free_port(), hit.free_port()
+    module = "edgecache.cli" if transport == "edgecache" else "benchmarks.proxy_httpx_transport"
     command = [
         *hit.pin(hit.SERVER_CPU),
         sys.executable,
         "-m",
-        "edgecache.cli",
+        module,
         "proxy",
         "--upstream",
         f"http://{HOST}:{upstream_port}",
@@ -184,7 +192,7 @@ def start_edgecache(upstream_port: int) -> Process:
         "--admin-listen",
         f"{HOST}:{admin}",
     ]
-    return Process("edgecache", command, port)
+    return Process("edgecache" if transport == "edgecache" else "edgecache-httpx", command, port)
 
 
 def start_nginx(nginx: str, upstream_port: int, root: Path) -> Process:
@@ -255,17 +263,40 @@ def _ratio(per_round: dict[str, list[hit.WrkResult]], over: str, under: str) -> 
     }
 
 
+def targets_for(transport: str) -> tuple[Target, ...]:
+    """The targets for ``--transport``: ``edgecache`` (the default transport), ``httpx`` (the proxy on
+    httpx's transport in place of it) or ``both`` (the two proxies side by side)."""
+    if transport == "edgecache":
+        return TARGETS
+    if transport == "httpx":
+        return tuple(
+            HTTPX_MISS if t.name == "edgecache_miss" else _on_httpx(t) if t.server == "edgecache" else t
+            for t in TARGETS
+        )
+    return (*TARGETS, HTTPX_MISS)
+
+
+def _on_httpx(target: Target) -> Target:
+    return Target(target.name, target.label + " (httpx)", "edgecache-httpx", target.path, target.hit)
+
+
 def measure(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
     processes: dict[str, Process] = {}
+    targets = targets_for(args.transport)
     with tempfile.TemporaryDirectory(prefix="edgecache-nginx-") as tmp:
         try:
             processes["upstream"] = upstream = start_upstream()
             body = upstream.wait_ready(HIT_PATH).body
             processes["nginx"] = start_nginx(nginx, upstream.port, Path(tmp))
-            processes["edgecache"] = start_edgecache(upstream.port)
-            for name in ("nginx", "edgecache"):
-                processes[name].wait_ready(HIT_PATH)  # the first /hit fills the cache
-            for target in TARGETS:
+            servers = {t.server for t in targets}
+            if "edgecache" in servers:
+                processes["edgecache"] = start_edgecache(upstream.port)
+            if "edgecache-httpx" in servers:
+                processes["edgecache-httpx"] = start_edgecache(upstream.port, "httpx")
+            for name, process in processes.items():
+                if name != "upstream":
+                    process.wait_ready(HIT_PATH)  # the first /hit fills the cache
+            for target in targets:
                 process = processes[target.server]
                 log(f"warming up {target.name} on {HOST}:{process.port}{target.path}")
                 check(target, process, body, "before the load")
@@ -274,10 +305,10 @@ def measure(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
                 if args.warmup:
                     hit.run_wrk(wrk, process.port, args.connections, args.warmup, target.path)
 
-            per_round: dict[str, list[hit.WrkResult]] = {t.name: [] for t in TARGETS}
+            per_round: dict[str, list[hit.WrkResult]] = {t.name: [] for t in targets}
             for round_no in range(args.rounds):
-                shift = round_no % len(TARGETS)
-                for target in TARGETS[shift:] + TARGETS[:shift]:
+                shift = round_no % len(targets)
+                for target in targets[shift:] + targets[:shift]:
                     time.sleep(hit.PAUSE_BETWEEN_RUNS)
                     port = processes[target.server].port
                     result = hit.run_wrk(wrk, port, args.connections, args.duration, target.path)
@@ -292,12 +323,13 @@ def measure(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
                             f"  warning: {result.non_2xx_3xx} non-2xx/3xx, "
                             f"{result.socket_errors} socket errors"
                         )
-            for target in TARGETS:
+            for target in targets:
                 check(target, processes[target.server], body, "after the load")
         finally:
             for process in processes.values():
                 process.stop()
 
+    names = {t.name for t in targets}
     hit_ratio = _ratio(per_round, "edgecache_hit", "nginx_hit")
     hit_ratio["target"] = f">= {TARGET_HIT_RATIO}"
     hit_ratio["met"] = hit_ratio["throughput"] >= TARGET_HIT_RATIO
@@ -307,18 +339,41 @@ def measure(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
             "duration_s": args.duration,
             "rounds": args.rounds,
             "warmup_s": args.warmup,
+            "transport": args.transport,
             "threads": 1,
             "pinned": bool(hit.pin(hit.SERVER_CPU)),
             "statistic": "median over rounds; ratios: median of per-round ratios",
         },
         "environment": _environment(wrk, nginx),
         "targets": {
-            t.name: summarize_runs(t.label, f"{t.server} {t.path}", per_round[t.name]) for t in TARGETS
+            t.name: summarize_runs(t.label, f"{t.server} {t.path}", per_round[t.name]) for t in targets
         },
         "ratios": {
             "edgecache_hit_over_nginx_hit": hit_ratio,
             "edgecache_hit_over_bare_uvicorn": _ratio(per_round, "edgecache_hit", "upstream_hit"),
-            "edgecache_miss_over_upstream": _ratio(per_round, "edgecache_miss", "upstream_miss"),
+            **(
+                {"edgecache_miss_over_upstream": _ratio(per_round, "edgecache_miss", "upstream_miss")}
+                if "edgecache_miss" in names
+                else {}
+            ),
+            **(
+                {
+                    "edgecache_httpx_miss_over_upstream": _ratio(
+                        per_round, "edgecache_httpx_miss", "upstream_miss"
+                    )
+                }
+                if "edgecache_httpx_miss" in names
+                else {}
+            ),
+            **(
+                {
+                    "edgecache_miss_over_httpx_miss": _ratio(
+                        per_round, "edgecache_miss", "edgecache_httpx_miss"
+                    )
+                }
+                if {"edgecache_miss", "edgecache_httpx_miss"} <= names
+                else {}
+            ),
             "nginx_miss_over_upstream": _ratio(per_round, "nginx_miss", "upstream_miss"),
         },
     }
@@ -346,10 +401,14 @@ def render_table(report: dict[str, Any]) -> str:
         "edgecache_hit_over_nginx_hit": "edgecache hit / nginx hit",
         "edgecache_hit_over_bare_uvicorn": "edgecache hit / bare ASGI app",
         "edgecache_miss_over_upstream": "edgecache miss / upstream direct",
+        "edgecache_httpx_miss_over_upstream": "edgecache on httpx miss / upstream",
+        "edgecache_miss_over_httpx_miss": "edgecache miss / on httpx",
         "nginx_miss_over_upstream": "nginx miss / upstream direct",
     }
     for key, label in names.items():
-        ratio = report["ratios"][key]
+        ratio = report["ratios"].get(key)
+        if ratio is None:
+            continue
         line = (
             f"{label:<34} throughput {ratio['throughput']:.3f}x "
             f"(rounds: {', '.join(f'{v:.2f}' for v in ratio['throughput_per_round'])}), "
@@ -370,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=positive_int, default=3, help="wrk runs per target (default: 3)")
     parser.add_argument(
         "--warmup", type=non_negative_int, default=1, help="seconds of wrk warm-up (default: 1)"
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("edgecache", "httpx", "both"),
+        default="both",
+        help="the proxy's upstream transport: its own (edgecache), httpx's (the one it replaced), or both "
+        "side by side on the miss path (default: both)",
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     return parser

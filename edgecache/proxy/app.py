@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edgecache.core.keys import path_tag, prefix_tags, uri_components, uri_tag
 from edgecache.engine import Cache
 from edgecache.middleware import SCOPE_KEY
+from edgecache.proxy.transport import EdgeTransport
 from edgecache.proxy.upstreams import (
     DEFAULT_BREAKER_FAILURES,
     DEFAULT_BREAKER_RESET,
@@ -56,6 +57,11 @@ DEFAULT_MAX_TARGET: Final = 8 * 1024  # like nginx's 8 KiB header buffers: a lon
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 DEFAULT_READ_TIMEOUT: Final = 60.0
 DEFAULT_TOTAL_TIMEOUT: Final = 120.0
+# After refusing a body as too large, up to this much more of it is read and dropped (for at most
+# _DISCARD_SECONDS) before the 413 and the close: closing a socket with unread bytes sends a reset, which
+# can destroy the 413 before the client reads it (nginx's "lingering close" does the same).
+_DISCARD_BYTES: Final = 1024 * 1024
+_DISCARD_SECONDS: Final = 1.0
 
 
 class UpstreamURLError(ValueError):
@@ -247,8 +253,9 @@ def parse_trusted(values: Iterable[str]) -> tuple[Network, ...]:
 
 
 class ProxyApp:
-    """Forwards every HTTP request to the primary ``upstream``, or GET/HEAD to a read ``replica``, with a
-    pooled ``httpx.AsyncClient``; ``UpstreamPool`` (``proxy.upstreams``) chooses where.
+    """Forwards every HTTP request to the primary ``upstream``, or GET/HEAD to a read ``replica``, with an
+    ``httpx.AsyncClient`` on the pooled ``EdgeTransport`` (or the given ``transport``); ``UpstreamPool``
+    (``proxy.upstreams``) chooses where.
 
     No usable upstream answers 503 at once; connect errors answer 502 and timeouts before the response
     headers 504, all with ``Retry-After: 1`` (the cache in front serves a stored response instead where
@@ -289,9 +296,12 @@ class ProxyApp:
         self.total_timeout = total_timeout
         self.timeout = httpx.Timeout(read_timeout, connect=connect_timeout, read=read_timeout)
         self._timeout_extension = self.timeout.as_dict()
+        if transport is None:
+            # Not httpx's default transport: httpcore's pool slows down as connections are in flight
+            # (see proxy.transport); EdgeTransport keeps httpx's request, response and error types.
+            transport = EdgeTransport(max_connections=max_connections, max_idle=100)
         self.client = httpx.AsyncClient(
             timeout=self.timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
             follow_redirects=False,
             trust_env=False,  # never an HTTP(S)_PROXY or .netrc from the environment
             transport=transport,
@@ -451,6 +461,7 @@ class ProxyApp:
                 break
             except _BodyTooLarge:
                 upstream.breaker.abandoned()
+                await _discard_body(receive)
                 await send_simple(send, 413, "request body too large", close=True)
                 return
             except _ClientGone:
@@ -550,6 +561,18 @@ class _BodyState:
         self.received = 0
         self.complete = False
         self.started = False  # the upstream request began pulling the body: it can no longer be retried
+
+
+async def _discard_body(receive: Receive) -> None:
+    """Read and drop what is left of the request body, within ``_DISCARD_BYTES`` and ``_DISCARD_SECONDS``."""
+    dropped = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_DISCARD_SECONDS):
+            while dropped <= _DISCARD_BYTES:
+                message = await receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
+                dropped += len(message.get("body", b""))
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:

@@ -108,6 +108,7 @@ class ProxyServer:
         http: HttpParser = "auto",
         admin_token: str | None = None,
         log_level: str = "warning",
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         settings = settings or Settings(default_ttl=0)
         if settings.key_host is None:
@@ -128,6 +129,7 @@ class ProxyServer:
             limits=self.limits,
             trusted_proxies=trusted_proxies,
             preserve_host=preserve_host,
+            transport=transport,
         )
         self.app = RequestGuard(CacheInterceptor(self.proxy, cache=self.cache), self.limits)
         self.upstreams = self.proxy.pool

@@ -16,6 +16,10 @@ import uvicorn
 from edgecache.proxy.server import ProxyServer, bind
 from tests.proxy.upstream import Upstream
 
+# respx intercepts httpx inside httpcore's connection pool, which the proxy's default EdgeTransport does not
+# use: a test that scripts an upstream with respx gives the proxy httpx's own transport.
+RESPX_TRANSPORT = httpx.AsyncHTTPTransport
+
 
 class QuietServer(uvicorn.Server):
     @contextlib.contextmanager

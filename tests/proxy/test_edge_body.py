@@ -17,7 +17,7 @@ import pytest
 import respx
 
 from edgecache.proxy.upstreams import HealthConfig
-from tests.proxy.conftest import MakeProxy, RunningUpstream
+from tests.proxy.conftest import RESPX_TRANSPORT, MakeProxy, RunningUpstream
 from tests.proxy.rawhttp import RawConnection, RawResponse
 
 NO_PROBES = HealthConfig(interval=0)
@@ -145,7 +145,9 @@ class _BreaksAfter(httpx.AsyncByteStream):
 async def test_a_scripted_upstream_failing_mid_body(
     make_proxy: MakeProxy, upstream: RunningUpstream, error: Exception
 ) -> None:
-    proxy = await make_proxy(upstream_url="http://upstream.test", health=NO_PROBES)
+    proxy = await make_proxy(
+        upstream_url="http://upstream.test", health=NO_PROBES, transport=RESPX_TRANSPORT()
+    )
     with respx.mock(assert_all_called=True) as mock:
         mock.get("http://upstream.test/stream").mock(
             return_value=httpx.Response(200, headers={"content-length": "1000"}, stream=_BreaksAfter(error))
@@ -170,7 +172,9 @@ async def test_a_scripted_upstream_failing_mid_body(
 async def test_a_body_broken_while_buffering_is_answered_from_a_stale_if_error_copy(
     make_proxy: MakeProxy, upstream: RunningUpstream
 ) -> None:
-    proxy = await make_proxy(upstream_url="http://upstream.test", health=NO_PROBES)
+    proxy = await make_proxy(
+        upstream_url="http://upstream.test", health=NO_PROBES, transport=RESPX_TRANSPORT()
+    )
     fields = {"cache-control": "max-age=1, stale-if-error=300"}
     with respx.mock(assert_all_called=True) as mock:
         route = mock.get("http://upstream.test/page").mock(

@@ -14,7 +14,7 @@ import pytest
 
 from edgecache.proxy.app import Limits, ProxyApp, UpstreamURLError, parse_upstream
 from edgecache.proxy.upstreams import HealthConfig
-from tests.proxy.conftest import MakeProxy, RunningProxy, RunningUpstream, raw_exchange
+from tests.proxy.conftest import RESPX_TRANSPORT, MakeProxy, RunningProxy, RunningUpstream, raw_exchange
 from tests.proxy.upstream import BIG_SIZE, CHUNK, FIXED_DATE
 from tests.servers import free_port
 
@@ -256,7 +256,7 @@ async def test_upstream_slower_than_the_read_timeout_is_a_504(
 async def test_upstream_misbehaving_mid_headers_is_a_502() -> None:
     import respx  # noqa: PLC0415
 
-    app = ProxyApp("http://upstream.test")
+    app = ProxyApp("http://upstream.test", transport=RESPX_TRANSPORT())
     with respx.mock(assert_all_called=True) as mock:
         mock.get("http://upstream.test/x").mock(side_effect=httpx.RemoteProtocolError("garbage"))
         transport = httpx.ASGITransport(app=app)
@@ -311,7 +311,7 @@ async def test_streamed_body_over_the_limit_is_a_413(
 async def test_get_is_retried_once_on_a_connect_error_but_post_is_not() -> None:
     import respx  # noqa: PLC0415
 
-    app = ProxyApp("http://upstream.test")
+    app = ProxyApp("http://upstream.test", transport=RESPX_TRANSPORT())
     with respx.mock() as mock:
         get = mock.get("http://upstream.test/r").mock(
             side_effect=[httpx.ConnectError("refused"), httpx.Response(200, text="second try")]

@@ -14,6 +14,7 @@ import pytest
 from edgecache.proxy.app import ProxyApp
 from edgecache.proxy.upstreams import HealthConfig
 from tests.proxy.conftest import (
+    RESPX_TRANSPORT,
     MakeProxy,
     MakeUpstream,
     RunningProxy,
@@ -254,7 +255,10 @@ async def test_all_upstreams_down_is_a_fast_503_or_the_stored_response(
 
 def _app() -> ProxyApp:
     return ProxyApp(
-        "http://primary.test", replicas=["http://r1.test", "http://r2.test"], read_your_writes_window=0
+        "http://primary.test",
+        replicas=["http://r1.test", "http://r2.test"],
+        read_your_writes_window=0,
+        transport=RESPX_TRANSPORT(),
     )
 
 
