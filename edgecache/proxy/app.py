@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import ipaddress
 import logging
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Final
+from typing import Any, Final
 from urllib.parse import unquote
 
 import httpx
@@ -66,6 +67,16 @@ _DISCARD_SECONDS: Final = 1.0
 
 class UpstreamURLError(ValueError):
     """The configured upstream is not a usable base URL."""
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """A cookie jar that keeps nothing (see ``ProxyApp.__init__``)."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        pass
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        pass
 
 
 def parse_upstream(url: str) -> httpx.URL:
@@ -307,6 +318,9 @@ class ProxyApp:
             transport=transport,
         )
         self.client.headers.clear()  # no Accept, User-Agent... of httpx's own: only what the client sent
+        # httpx keeps every Set-Cookie it sees in the client's jar: in a proxy those are users' session
+        # cookies, piling up in memory for as long as it runs. They are relayed, never remembered.
+        self.client.cookies = _NoCookies()  # a jar, not httpx.Cookies: that would copy into a new jar
 
     async def start(self) -> None:
         """Start the active health checks (after one probe round); idempotent."""

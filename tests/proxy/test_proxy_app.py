@@ -325,3 +325,15 @@ async def test_get_is_retried_once_on_a_connect_error_but_post_is_not() -> None:
     await app.aclose()
     assert (got.status_code, got.text, get.call_count) == (200, "second try", 2)
     assert (posted.status_code, post.call_count) == (502, 1)
+
+
+async def test_upstream_cookies_are_relayed_and_never_kept_by_the_proxy(
+    proxy: RunningProxy, client: httpx.AsyncClient
+) -> None:
+    login = await client.get(proxy.url + "/login")
+    assert login.headers["set-cookie"] == "session=secret-of-one-user; Path=/"
+
+    async with httpx.AsyncClient() as other_user:  # a client with an empty jar of its own
+        echoed = (await other_user.get(proxy.url + "/echo")).json()
+    assert "cookie" not in dict(echoed["headers"])
+    assert len(proxy.server.proxy.client.cookies.jar) == 0

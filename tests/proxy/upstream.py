@@ -3,8 +3,9 @@
 Routes: ``/cacheable`` (max-age=60), ``/plain`` (no freshness), ``/big`` (5 MB streamed; ``?gated=1`` waits
 for ``gate`` after the first chunk), ``/upload`` (counts a streamed body; sets ``first_chunk``),
 ``/slow?s=N``, ``/headers`` (hop-by-hop fields, its own Date and Server), ``/who`` (its name, for any
-method; no freshness), ``/who-cached`` (its name; max-age=60, stale-if-error=300), ``/health`` (200, or 503
-while ``healthy`` is false); anything else echoes the request as JSON.
+method; no freshness), ``/who-cached`` (its name; max-age=60, stale-if-error=300), ``/login`` (sets a
+session cookie), ``/health`` (200, or 503 while ``healthy`` is false); anything else echoes the request as
+JSON.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class Upstream:
             await _text(send, f"cached {self.hits[path]}", [(b"cache-control", b"max-age=60")])
         elif path == "/plain":
             await _text(send, f"plain {self.hits[path]}")
+        elif path == "/login":
+            await _text(send, "welcome", [(b"set-cookie", b"session=secret-of-one-user; Path=/")])
         elif path == "/big":
             await self._big(send, gated="gated=1" in query)
         elif path == "/upload":
