@@ -50,6 +50,7 @@ from benchmarks.reporting import (  # noqa: E402 - after the repository root is 
     log,
     non_negative_int,
     positive_int,
+    require_wrk,
     run_and_print,
     stop_process,
     summarize_runs,
@@ -476,9 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    wrk = shutil.which("wrk")
+    wrk = require_wrk()
     if wrk is None:
-        print("error: 'wrk' is not on PATH. Install it with:\n    apt-get install -y wrk", file=sys.stderr)
         return 2
     return run_and_print(
         lambda: measure(args, wrk),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -84,6 +85,14 @@ def run_and_print(
         return 130
     print(json.dumps(report, indent=2) if as_json else render(report))
     return 0
+
+
+def require_wrk() -> str | None:
+    """The path of ``wrk``; None after saying how to install it (the benchmark then exits 2)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("error: 'wrk' is not on PATH. Install it with:\n    apt-get install -y wrk", file=sys.stderr)
+    return wrk
 
 
 def log(message: str) -> None:
