@@ -48,12 +48,14 @@ if str(REPO_ROOT) not in sys.path:
 
 from benchmarks.reporting import (  # noqa: E402 - after the repository root is on sys.path
     log,
+    log_wrk_round,
     non_negative_int,
     positive_int,
     require_wrk,
     run_and_print,
     stop_process,
     summarize_runs,
+    wrk_rows,
 )
 
 HOST = "127.0.0.1"  # every server binds here and every request targets it; never anything else
@@ -364,16 +366,7 @@ def measure(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
                 time.sleep(PAUSE_BETWEEN_RUNS)
                 result = run_wrk(wrk, server.port, args.connections, args.duration)
                 per_round[server.spec.name].append(result)
-                log(
-                    f"round {round_no + 1}/{args.rounds} {server.spec.name:<8} "
-                    f"{result.requests_per_sec:>10.1f} req/s  p50 {result.p50_ms:.3f} ms  "
-                    f"p99 {result.p99_ms:.3f} ms"
-                )
-                if result.non_2xx_3xx or result.socket_errors:
-                    log(
-                        f"  warning: {result.non_2xx_3xx} non-2xx/3xx responses, "
-                        f"{result.socket_errors} socket errors"
-                    )
+                log_wrk_round(round_no, args.rounds, server.spec.name, result, width=8)
         for server in servers:
             if server.spec.expect_hit:
                 check_hit(server, when="after the load runs")
@@ -428,14 +421,7 @@ def render_table(report: dict[str, Any]) -> str:
         f"{'server':<32}{'requests/s':>13}{'p50 (ms)':>11}{'p99 (ms)':>11}",
         "-" * 67,
     ]
-    for row in report["servers"].values():
-        lines.append(
-            f"{row['label']:<32}{row['requests_per_sec']:>13,.1f}{row['p50_ms']:>11.3f}{row['p99_ms']:>11.3f}"
-        )
-        if row["non_2xx_3xx"] or row["socket_errors"]:
-            lines.append(
-                f"  ! {row['non_2xx_3xx']} non-2xx/3xx responses, {row['socket_errors']} socket errors"
-            )
+    lines += wrk_rows(report["servers"].values(), label_width=32)
     lines.append("")
     for name in ("wrapped", "cached"):
         tput = report["ratios"][f"{name}_over_bare_throughput"]

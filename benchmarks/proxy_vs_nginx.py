@@ -54,11 +54,13 @@ from benchmarks import http_hit_path as hit  # noqa: E402 - after the repository
 from benchmarks.proxy_upstream import HIT_PATH, MISS_PATH  # noqa: E402
 from benchmarks.reporting import (  # noqa: E402
     log,
+    log_wrk_round,
     non_negative_int,
     positive_int,
     run_and_print,
     stop_process,
     summarize_runs,
+    wrk_rows,
 )
 
 HOST = hit.HOST
@@ -282,16 +284,7 @@ def measure(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
                     port = processes[target.server].port
                     result = hit.run_wrk(wrk, port, args.connections, args.duration, target.path)
                     per_round[target.name].append(result)
-                    log(
-                        f"round {round_no + 1}/{args.rounds} {target.name:<15}"
-                        f"{result.requests_per_sec:>10.1f} req/s  p50 {result.p50_ms:.3f} ms  "
-                        f"p99 {result.p99_ms:.3f} ms"
-                    )
-                    if result.non_2xx_3xx or result.socket_errors:
-                        log(
-                            f"  warning: {result.non_2xx_3xx} non-2xx/3xx, "
-                            f"{result.socket_errors} socket errors"
-                        )
+                    log_wrk_round(round_no, args.rounds, target.name, result)
             for target in TARGETS:
                 check(target, processes[target.server], body, "after the load")
         finally:
@@ -333,14 +326,7 @@ def render_table(report: dict[str, Any]) -> str:
         f"{'target':<38}{'requests/s':>13}{'p50 (ms)':>11}{'p99 (ms)':>11}",
         "-" * 73,
     ]
-    for row in report["targets"].values():
-        lines.append(
-            f"{row['label']:<38}{row['requests_per_sec']:>13,.1f}{row['p50_ms']:>11.3f}{row['p99_ms']:>11.3f}"
-        )
-        if row["non_2xx_3xx"] or row["socket_errors"]:
-            lines.append(
-                f"  ! {row['non_2xx_3xx']} non-2xx/3xx responses, {row['socket_errors']} socket errors"
-            )
+    lines += wrk_rows(report["targets"].values(), label_width=38)
     lines.append("")
     names = {
         "edgecache_hit_over_nginx_hit": "edgecache hit / nginx hit",
