@@ -202,36 +202,18 @@ def http_get(port: int, timeout: float = 5.0, path: str = PATH) -> Reply:
         conn.close()
 
 
-class Server:
-    """One uvicorn process serving ``spec.app`` on 127.0.0.1:<free port>."""
+class ServerProcess:
+    """One server process answering on 127.0.0.1:``port``, its output in an anonymous file; stopped by PID.
+    Subclasses say what to run (``command``) and how to name it in errors (``label``)."""
 
-    def __init__(self, spec: ServerSpec) -> None:
-        self.spec = spec
-        self.port = free_port()
+    def __init__(self, label: str, port: int) -> None:
+        self.label = label
+        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     def command(self) -> list[str]:
-        return [
-            *pin(SERVER_CPU),
-            sys.executable,
-            "-m",
-            "uvicorn",
-            self.spec.app,
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--lifespan",
-            "on",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        raise NotImplementedError
 
     def start(self) -> None:
         # EDGECACHE_* variables are dropped so the cache runs with its defaults plus default_ttl (L1 only).
@@ -256,23 +238,24 @@ class Server:
         text = self._log.read().decode("utf-8", "replace")
         return text[-limit:]
 
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> Reply:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT, path: str = PATH) -> Reply:
+        """The first answer to ``GET path``, polled until ``timeout``; fails if the process exits first."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BenchmarkError(
-                    f"server {self.spec.name!r} ({self.spec.app}) exited with code {self.proc.returncode} "
-                    f"before answering. Its output:\n{self.log_tail()}"
+                    f"{self.label} exited with code {self.proc.returncode} before answering. "
+                    f"Its output:\n{self.log_tail()}"
                 )
             try:
-                return http_get(self.port, timeout=2.0)
+                return http_get(self.port, timeout=2.0, path=path)
             except (OSError, http.client.HTTPException) as exc:
                 last_error = exc
                 time.sleep(0.05)
         raise BenchmarkError(
-            f"server {self.spec.name!r} did not answer on {HOST}:{self.port} within {timeout:.0f}s "
+            f"{self.label} did not answer on {HOST}:{self.port} within {timeout:.0f}s "
             f"(last error: {last_error!r}). Its output:\n{self.log_tail()}"
         )
 
@@ -280,6 +263,36 @@ class Server:
         proc, self.proc = self.proc, None
         log, self._log = self._log, None
         stop_process(proc, log)
+
+
+class Server(ServerProcess):
+    """One uvicorn process serving ``spec.app`` on 127.0.0.1:<free port>."""
+
+    def __init__(self, spec: ServerSpec) -> None:
+        super().__init__(f"server {spec.name!r} ({spec.app})", free_port())
+        self.spec = spec
+
+    def command(self) -> list[str]:
+        return [
+            *pin(SERVER_CPU),
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.spec.app,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--lifespan",
+            "on",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
 
 
 def _describe(reply: Reply) -> str:

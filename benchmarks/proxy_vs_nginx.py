@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import os
 import platform
 import shutil
@@ -44,7 +43,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -58,7 +57,6 @@ from benchmarks.reporting import (  # noqa: E402
     non_negative_int,
     positive_int,
     run_and_print,
-    stop_process,
     summarize_runs,
     wrk_rows,
 )
@@ -118,52 +116,16 @@ TARGETS = (
 )
 
 
-class Process:
-    """One server process on 127.0.0.1:<free port>, its output in an anonymous file; stopped by PID."""
+class Process(hit.ServerProcess):
+    """``command``, started at once, answering on 127.0.0.1:``port``."""
 
     def __init__(self, name: str, command: list[str], port: int) -> None:
-        self.name = name
-        self.port = port
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECACHE_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        self._log: IO[bytes] | None = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(name, port)
+        self._command = command
+        self.start()
 
-    def log_tail(self, limit: int = 4000) -> str:
-        if self._log is None:
-            return ""
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")[-limit:]
-
-    def wait_ready(self, path: str, timeout: float = hit.STARTUP_TIMEOUT) -> hit.Reply:
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                raise hit.BenchmarkError(
-                    f"{self.name} exited before answering. Its output:\n{self.log_tail()}"
-                )
-            try:
-                return hit.http_get(self.port, timeout=2.0, path=path)
-            except (OSError, http.client.HTTPException) as exc:
-                last = exc
-                time.sleep(0.05)
-        raise hit.BenchmarkError(
-            f"{self.name} did not answer within {timeout:.0f}s ({last!r}):\n{self.log_tail()}"
-        )
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        log_file, self._log = self._log, None
-        stop_process(proc, log_file)
+    def command(self) -> list[str]:
+        return self._command
 
 
 def start_upstream() -> Process:
@@ -262,11 +224,11 @@ def measure(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgecache-nginx-") as tmp:
         try:
             processes["upstream"] = upstream = start_upstream()
-            body = upstream.wait_ready(HIT_PATH).body
+            body = upstream.wait_ready(path=HIT_PATH).body
             processes["nginx"] = start_nginx(nginx, upstream.port, Path(tmp))
             processes["edgecache"] = start_edgecache(upstream.port)
             for name in ("nginx", "edgecache"):
-                processes[name].wait_ready(HIT_PATH)  # the first /hit fills the cache
+                processes[name].wait_ready(path=HIT_PATH)  # the first /hit fills the cache
             for target in TARGETS:
                 process = processes[target.server]
                 log(f"warming up {target.name} on {HOST}:{process.port}{target.path}")
