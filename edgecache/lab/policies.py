@@ -310,6 +310,7 @@ class WTinyLFU(_StrKeyed):
     name = "w-tinylfu"
 
     def __init__(self, capacity: int, **_: object) -> None:
+        # (imported here, as in shipped_l1: the lab module still imports on a build without it)
         from edgecache.core.admission import AdmissionPolicy  # noqa: PLC0415
 
         self.policy = AdmissionPolicy(capacity, adaptive=False)
