@@ -283,7 +283,7 @@ class Cache:
         purged = invalidation_tags(invalidation)
         if not purged:
             return 0
-        self._record_invalidation(purged)
+        self._record_invalidation(purged, soft=invalidation.soft)
         if invalidation.soft:
             return await self._soften(purged, shared)
         if tiered is not None and not shared:
@@ -305,10 +305,10 @@ class Cache:
             count += await self.store.soften_l2(tags, lambda entry: stale_now(entry, self.clock()))
         return count
 
-    def note_external_invalidation(self) -> None:
-        """Something outside this node may have changed anything (a generation change): fills in flight
-        must not store."""
-        self._record_invalidation(None)
+    def note_external_invalidation(self, *, counted: bool = True) -> None:
+        """Something outside this node may have changed anything (a generation change, or a lost
+        subscription: ``counted=False``, it is no invalidation request): fills in flight must not store."""
+        self._record_invalidation(None, counted=counted)
 
     # -- domain events ----------------------------------------------------------------------------------
 
@@ -354,11 +354,19 @@ class Cache:
         """RFC 9111 §4.4: drop every stored response (all variants) of these target URIs."""
         return await self.invalidate(tags=[uri_tag(uri) for uri in uris])
 
-    def _record_invalidation(self, tags: frozenset[str] | None) -> None:
-        self.stats.invalidations += 1
+    def _record_invalidation(
+        self, tags: frozenset[str] | None, *, soft: bool = False, counted: bool = True
+    ) -> None:
+        if counted:
+            self.stats.invalidations += 1
         self._invalidation_seq += 1
         self._invalidations.append((self._invalidation_seq, tags))
         self._invalidated_at.append((self.clock(), tags))
+        if isinstance(self.store, TieredStore):
+            # The fill token covers a fill until it hands its response to the store; the L2 write queue
+            # then carries it on: a write queued before this invalidation is dropped, or deleted again
+            # once written. Soft purges too, which remove nothing from the store themselves.
+            self.store.note_invalidation(tags, soft=soft)
 
     def invalidated_within(self, seconds: float, tags: frozenset[str], *, strict: bool = False) -> bool:
         """Whether an invalidation applied in the last ``seconds`` may have covered a response carrying

@@ -11,6 +11,14 @@ Redis pub/sub delivers at most once, so every way a message can be lost has a na
   domain event maps to, is applied to L2 and published again once a generation check reaches Redis;
 - a node that missed everything still drops its L1 copies within ``l1_max_ttl``.
 
+A node that cannot hear invalidations must not write to L2 either: its fills could carry what a purge it
+missed removed, and L2 would then hand that to every node until the entry's TTL. So, while the channel is
+down (before the first subscription, and from a noticed loss until resubscribed) L2 writes are paused; fills
+still in flight when it comes back do not store; and when the loss is noticed, the L2 writes this node
+made in the last ``recent_write_seconds`` (longer than a heartbeat takes to notice a silent connection) are
+deleted again, since a message lost just before could have preceded them. The same re-deletion, limited to
+the message's tags, closes the fill/invalidate race across nodes: see ``stores.tiered``.
+
 Each message is applied once per ``id``: a node claims the L2 clean-up with ``SET <ns>:claim:<id> NX``
 (the publisher claims its own messages before publishing), every node drops the matches from its L1.
 
@@ -57,7 +65,8 @@ from edgecache.core.invalidation import (
     parse_event,
     parse_invalidation,
 )
-from edgecache.stores.tiered import TieredStore
+from edgecache.engine import invalidation_tags
+from edgecache.stores.tiered import PURGE_FENCE_SECONDS, TieredStore
 
 if TYPE_CHECKING:
     from edgecache.engine import Cache
@@ -109,6 +118,8 @@ class SharedTier:
         self._subscribed = asyncio.Event()
         self._l1_waits_for_generation = False
         store.l2_ready = False  # until the key generation is known: see _adopt
+        # Long enough to cover a message lost just before a heartbeat noticed the silence (two heartbeats).
+        store.recent_write_seconds = max(PURGE_FENCE_SECONDS, 2 * settings.subscriber_heartbeat + 1.0)
 
     @property
     def redis(self) -> Any:
@@ -121,6 +132,7 @@ class SharedTier:
             return
         # Until the subscription is up, L1 must not serve: a purge published meanwhile would be missed.
         self.store.l1_bypass = True
+        self.store.l2_writes_paused = True
         self.subscriber.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_generation())
 
@@ -165,18 +177,29 @@ class SharedTier:
 
     async def _use_l1_again(self) -> None:
         self._l1_waits_for_generation = False
+        # A fill that began while the channel was down may predate a purge this node never heard of.
+        self.cache.note_external_invalidation(counted=False)
         await self.store.clear_l1()  # whatever L1 took in while the channel was down is dropped
         self.store.l1_bypass = False
+        self.store.l2_writes_paused = False
         self._subscribed.set()
         logger.info("edgecache: invalidation channel subscribed; L1 in use")
 
     async def _on_disconnected(self) -> None:
         self._l1_waits_for_generation = False
         self.store.l1_bypass = True
+        # (Fills in flight need no refusal here: with L1 bypassed and L2 paused they store nothing, and
+        # those still running once subscribed again are refused then, see _use_l1_again.)
+        self.store.l2_writes_paused = True
         self._subscribed.clear()
         await self.store.clear_l1()
         self.counters["subscriber_disconnects"] += 1
-        logger.warning("edgecache: invalidation channel lost; L1 flushed and bypassed until resubscribed")
+        logger.warning(
+            "edgecache: invalidation channel lost; L1 flushed and bypassed and L2 writes paused until "
+            "resubscribed"
+        )
+        # A message lost before the loss was noticed may have preceded this node's latest L2 writes.
+        await self.store.purge_recent_writes(None, before=self.cache.clock())
 
     # -- generation -------------------------------------------------------------------------------------
 
@@ -305,6 +328,7 @@ class SharedTier:
             self.counters["duplicate_messages"] += 1
             return
         self.counters["messages_applied"] += 1
+        applied_at = self.cache.clock()
         # This node's L1 first: it is what the propagation time is about, and it needs no round trip.
         # Reads of L2 in the meantime are fenced (TieredStore._fenced) until the claimer has cleaned it.
         await self.cache.apply_invalidation(invalidation, shared=False)
@@ -315,6 +339,13 @@ class SharedTier:
             claimed = False  # L2 unreachable: this node cannot clean it anyway
         if claimed:
             await self.cache.apply_invalidation(invalidation, shared=True)
+        elif not invalidation.everything and "/" not in invalidation.prefixes:  # purge-all moved the keys
+            # Another node cleaned L2, maybe before this node's latest writes landed: any of them that the
+            # message covers may carry what it removed, so they go again (by key, idempotent). Soft purges
+            # too: deleted rather than rewritten stale, which another node's fresh write could race.
+            tags = invalidation_tags(invalidation)
+            if tags:
+                await self.store.purge_recent_writes(tags, before=applied_at)
 
     # -- domain events ----------------------------------------------------------------------------------
 

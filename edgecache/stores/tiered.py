@@ -9,23 +9,40 @@ Failure rules, in one place:
 - an L1 copy never outlives ``l1_max_ttl``, so no failure (a lost invalidation message, a partition) can
   keep a stale L1 entry alive for long;
 - while the invalidation channel is down (``l1_bypass``), L1 is neither read nor written: only L2, which
-  purges still reach, answers.
+  purges still reach, answers; and (``l2_writes_paused``) this node writes nothing to L2, since it cannot
+  learn of an invalidation that its fills would undo there.
+
+The fill/invalidate race across nodes (node A fills key K, node B purges K's tags meanwhile, A's older
+response reaches L2 after the L2 clean-up) is closed in three places, by what A knows when:
+- the fill is still running when A applies the purge: the engine's fill token refuses the store;
+- the write is queued or in flight: the purge log (``_purged_since``) drops it, or deletes it again once
+  written; soft purges count too (``note_invalidation``);
+- the write already landed in L2 before A heard of the purge (B's clean-up ran first): A remembers its
+  recent L2 writes (``recent_writes``: key, tags, landing time, for ``recent_write_seconds``) and, applying
+  a purge it did not clean L2 for, deletes the matching ones from L2 again (``purge_recent_writes``:
+  idempotent, one single-key UNLINK each, so Redis Cluster safe). Until then, a node that applied the purge
+  refuses that copy (the purge fence compares the fill's ``request_time``, not its response time).
+A Redis-side guard (purge epochs per tag, checked by the write script) was not chosen: on Cluster an entry and
+its tags live in different slots, so no script can check them atomically, and comparing epochs with a fill's
+start needs one clock for all nodes (Redis TIME, a round trip at every fill).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from redis.exceptions import OutOfMemoryError, ReadOnlyError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 
 from edgecache.core.breaker import BreakerState, CircuitBreaker
-from edgecache.core.entry import CacheObject, StoredResponse
+from edgecache.core.codec import CorruptEntry, decode
+from edgecache.core.entry import CacheObject, StoredResponse, stale_now
 from edgecache.core.status import Reason
 from edgecache.stores.memory import MemoryStore
 from edgecache.stores.redis import RedisStore, StoreUnavailable
@@ -36,6 +53,19 @@ PENDING_PURGES_MAX = 1024
 # How long after a purge an older response read from L2 is refused (see TieredStore._fenced): longer than
 # any node takes to clean L2 after a message, short enough to cost little.
 PURGE_FENCE_SECONDS = 10.0
+# This node's recent L2 writes, kept to delete them again when a purge turns out to have preceded them (see
+# the module docstring). 8192 writes within ``recent_write_seconds``: beyond that, a purge falls back to a
+# full L2 purge of its tags, so an overflow costs Redis work, never correctness.
+RECENT_WRITES_MAX = 8192
+# Each deletion of a recent write runs off the request path (in the subscriber's handler): a roomier bound.
+REDELETE_TIMEOUT = 1.0
+# KEYS[1] entry; ARGV[1] sha1 of the envelope read before: UNLINK only if the entry is still that envelope, so
+# that a newer write by another node, landed since, is never deleted on the strength of an older read.
+_UNLINK_IF_UNCHANGED = (
+    "local v=redis.pcall('HGET',KEYS[1],'v') "
+    "if type(v)=='string' and redis.sha1hex(v)==ARGV[1] then return redis.call('UNLINK',KEYS[1]) end "
+    "return 0"
+)
 T = TypeVar("T")
 
 
@@ -57,6 +87,7 @@ class TieredStore:
         l1_max_ttl: float = 30.0,
         breaker: CircuitBreaker | None = None,
         write_queue_size: int = 1024,
+        recent_writes_max: int = RECENT_WRITES_MAX,
     ) -> None:
         self.l1 = l1
         self.l2 = l2
@@ -79,6 +110,17 @@ class TieredStore:
         self._settled: dict[str, asyncio.Event] = {}  # set when a key's queued writes have all been tried
         self.counters: Counter[str] = Counter()
         self._fences: deque[tuple[float, frozenset[str] | None, frozenset[str]]] = deque(maxlen=4096)
+        # Soft purges: an older L2 response read shortly after one is served stale, as the claimer's
+        # rewrite of L2 will make it, instead of fresh.
+        self._soft_fences: deque[tuple[float, frozenset[str]]] = deque(maxlen=4096)
+        # Set while this node cannot hear invalidations (the shared tier's subscription is down).
+        self.l2_writes_paused = False
+        self.recent_write_seconds = PURGE_FENCE_SECONDS
+        self._recent_writes: deque[tuple[float, str, frozenset[str]]] = deque(maxlen=recent_writes_max)
+        self._recent_forgotten_at = float("-inf")  # landing time of the newest write pushed out of the log
+        # Deletions of recent writes that L2 did not take: retried with the pending purges (but, unlike
+        # those, they do not hide L2 entries meanwhile: the purge fences do, on the nodes that matter).
+        self._deferred_redeletes: deque[tuple[float, frozenset[str]]] = deque(maxlen=PENDING_PURGES_MAX)
 
     # -- reads ------------------------------------------------------------------------------------------
 
@@ -109,6 +151,7 @@ class TieredStore:
             return None, Reason.L2  # purged while L2 was down; the purge has not reached L2 yet
         if self._fenced(key, value):
             return None, Reason.L2
+        value = self._softened(value)
         if not self.l1_bypass and not self._purged_since(seq, key, value.tags):
             # (a purge that ran during the read may have missed this copy: it must not enter L1)
             # Backfill with the remaining lifetime (the entry carries its own age), capped for L1.
@@ -127,6 +170,11 @@ class TieredStore:
         stored = False
         if not self.l1_bypass:
             stored = await self.l1.set(key, l1_copy(value, now, self.l1_max_ttl))
+        if self.l2_writes_paused:
+            # Accepted, as a write queued for an unreachable L2 is: the response may still be shared with
+            # the requests that waited for it (coalescing); it is only kept out of the shared tier.
+            self.counters["l2_write_paused"] += 1
+            return stored or value.stored_until > now
         try:
             self._writes.put_nowait((key, value, self._purge_seq))
         except asyncio.QueueFull:
@@ -151,7 +199,9 @@ class TieredStore:
                     self.counters["l2_write_superseded"] += 1
                     continue
                 written = await self._l2_call("set", self.l2.set(key, value))
-                if written and self._purged_since(seq, key, value.tags):
+                if written is not False:  # True, or None: a timed-out write may still have landed
+                    self._remember_write(key, value.tags)
+                if written is not False and self._purged_since(seq, key, value.tags):
                     # A purge ran while the write was in flight and may have missed it: undo the write.
                     self.counters["l2_write_superseded"] += 1
                     if await self._l2_call("delete", self.l2.delete(key)) is None:
@@ -167,6 +217,69 @@ class TieredStore:
                     if settled is not None:
                         settled.set()
                 self._writes.task_done()
+
+    def _remember_write(self, key: str, tags: frozenset[str]) -> None:
+        writes = self._recent_writes
+        if len(writes) == writes.maxlen:
+            self._recent_forgotten_at = writes[0][0]
+        writes.append((self._clock(), key, tags))
+
+    def recent_writes(self, tags: frozenset[str] | None = None) -> tuple[frozenset[str], bool]:
+        """Keys this node wrote to L2 within ``recent_write_seconds`` carrying any of ``tags`` (all of them
+        when None), and whether the log is complete for that span (False: some were pushed out)."""
+        writes = self._recent_writes
+        since = self._clock() - self.recent_write_seconds
+        while writes and writes[0][0] < since:
+            writes.popleft()
+        keys = frozenset(key for _, key, written in writes if tags is None or written & tags)
+        return keys, self._recent_forgotten_at < since
+
+    async def purge_recent_writes(self, tags: frozenset[str] | None, *, before: float) -> int:
+        """Delete from L2 this node's recent writes carrying any of ``tags`` (all when None) whose request
+        began before ``before``: a purge this node applies late may have been cleaned from L2 before they
+        landed. What L2 holds under such a key now is deleted only if it is such an older response (or not a
+        response), and only if unchanged since read (an atomic single-key check): another node's newer
+        write stays. Idempotent; retried when L2 does not answer. When the log overflowed, ``tags`` are
+        purged from L2 in full instead (more than needed, never less)."""
+        keys, complete = self.recent_writes(tags)
+        if not complete:
+            self.counters["recent_writes_overflow"] += 1
+            if tags is not None:
+                return await self.purge_l2_tags(tags)
+            logger.warning(
+                "edgecache l2: more recent writes than remembered; only the last %d deleted again",
+                self._recent_writes.maxlen,
+            )
+        if not keys:
+            return 0
+        self.counters["recent_writes_checked"] += len(keys)
+        result = await self._l2_call("delete", self._unlink_older(sorted(keys), before))
+        if result is None:
+            self._deferred_redeletes.append((before, keys))
+            return 0
+        self.counters["recent_writes_purged"] += result
+        return result
+
+    async def _unlink_older(self, keys: Collection[str], before: float) -> int:
+        client = self.l2.client
+        removed = 0
+        try:
+            for key in keys:
+                entry_key = self.l2.entry_key(key)
+                async with asyncio.timeout(REDELETE_TIMEOUT):
+                    try:
+                        raw = await client.hget(entry_key, "v")
+                    except ResponseError:
+                        continue  # not an entry of ours (WRONGTYPE): ``get`` deals with it
+                    if not isinstance(raw, bytes) or _requested_since(raw, before):
+                        continue
+                    digest = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+                    removed += int(
+                        await client.execute_command("EVAL", _UNLINK_IF_UNCHANGED, 1, entry_key, digest)
+                    )
+        except (RedisError, OSError) as error:  # OSError covers TimeoutError from asyncio.timeout
+            raise StoreUnavailable(f"redis {type(error).__name__}: {error}") from error
+        return removed
 
     def _purged_since(self, seq: int, key: str, tags: frozenset[str]) -> bool:
         if seq == self._purge_seq:
@@ -199,10 +312,26 @@ class TieredStore:
         now = self._clock()
         while fences and fences[0][0] < now - PURGE_FENCE_SECONDS:
             fences.popleft()
+        # The request time: a fill that began before the purge may carry what the purge removed, however
+        # late its response arrived (another node's write that landed after the L2 clean-up).
         return any(
-            at > value.response_time and (tags is None or tags & value.tags or key in keys)
+            at > value.request_time and (tags is None or tags & value.tags or key in keys)
             for at, tags, keys in fences
         )
+
+    def _softened(self, value: CacheObject) -> CacheObject:
+        """A response produced before a soft purge that covers it, read from L2 shortly after the purge: made
+        stale as of the purge (the soft purge's ``_fenced``)."""
+        fences = self._soft_fences
+        if not fences or not isinstance(value, StoredResponse):
+            return value
+        now = self._clock()
+        while fences and fences[0][0] < now - PURGE_FENCE_SECONDS:
+            fences.popleft()
+        for at, tags in fences:
+            if at > value.request_time and tags & value.tags:
+                return stale_now(value, at)
+        return value
 
     async def l2_settled(self, key: str, within: float) -> bool:
         """Wait (at most ``within`` seconds) until no write of ``key`` is queued for L2 any more, so that
@@ -223,6 +352,15 @@ class TieredStore:
             await self._writes.join()
 
     # -- removal ----------------------------------------------------------------------------------------
+
+    def note_invalidation(self, tags: frozenset[str] | None, *, soft: bool = False) -> None:
+        """An invalidation was applied (by the engine, which calls this for every one, soft purges included):
+        writes queued or in flight before it are not written after it, and after a soft one an older L2
+        copy is served stale."""
+        self._purge_seq += 1
+        self._purges.append((self._purge_seq, tags, frozenset()))
+        if soft and tags:
+            self._soft_fences.append((self._clock(), tags))
 
     def _record_purge(self, tags: frozenset[str] | None, keys: frozenset[str] = frozenset()) -> None:
         if tags is not None:  # flushes are not fenced: L2 itself was not purged, and purge-all moves keys
@@ -281,6 +419,13 @@ class TieredStore:
             if keys and await self._l2_call("delete", self.l2.delete(*keys)) is None:
                 return
             self._pending_purges.popleft()
+        while self._deferred_redeletes:
+            before, written = self._deferred_redeletes[0]
+            result = await self._l2_call("delete", self._unlink_older(sorted(written), before))
+            if result is None:
+                return
+            self.counters["recent_writes_purged"] += result
+            self._deferred_redeletes.popleft()
 
     async def clear(self) -> None:
         self._record_purge(None)
@@ -331,3 +476,12 @@ class TieredStore:
             await asyncio.gather(self._writer, return_exceptions=True)
         await self.l1.aclose()
         await self.l2.aclose()
+
+
+def _requested_since(raw: bytes, before: float) -> bool:
+    """Whether an L2 envelope holds a response whose request began at ``before`` or later."""
+    try:
+        value = decode(raw, max_bytes=len(raw))  # already in memory: its size was bounded by Redis's reply
+    except CorruptEntry:
+        return False
+    return isinstance(value, StoredResponse) and value.request_time >= before

@@ -19,7 +19,7 @@ from edgecache.core.entry import CacheObject, StoredResponse
 from edgecache.core.status import Reason
 from edgecache.stores.memory import MemoryStore
 from edgecache.stores.redis import DEFAULT_OP_TIMEOUT, RedisStore
-from edgecache.stores.tiered import TieredStore
+from edgecache.stores.tiered import PURGE_FENCE_SECONDS, TieredStore
 from tests.faultproxy import FaultProxy
 from tests.helpers import FakeClock
 from tests.redis_server import RedisServer
@@ -604,3 +604,148 @@ async def test_a_write_refused_for_memory_leaves_no_unindexed_entry(
     await store.purge_tags(["late"])
 
     assert await new_tiered(full_server.url).get("late") is None
+
+
+# ------------------------------------------------- the fill/invalidate race: what this node wrote recently
+
+
+async def test_purge_recent_writes_deletes_this_nodes_older_matching_writes_from_l2_again(
+    new_tiered: Callable[..., TieredStore], l2_view: RedisStore, clock: FakeClock
+) -> None:
+    store = new_tiered()
+    await store.set("a", response("a", clock, tags={"red"}))
+    await store.set("b", response("b", clock, tags={"blue"}))
+    await store.set("c", response("c", clock, tags={"red"}))
+    await store.flush_writes()
+    await l2_view.set("theirs", response("theirs", clock, tags={"red"}))  # another node's write
+    clock.advance(1)
+    purge_applied_at = clock()
+    clock.advance(1)
+    # Another node's fill that began after this node applied the purge replaced "c": it stays.
+    await l2_view.set("c", response("c", clock, tags={"red"}, body=b"newer"))
+
+    assert await store.purge_recent_writes(frozenset({"red"}), before=purge_applied_at) == 1
+
+    assert await l2_view.get("a") is None
+    assert await l2_view.get("b") is not None
+    assert await l2_view.get("theirs") is not None  # not this node's: the claimer's purge is for those
+    newer = await l2_view.get("c")
+    assert isinstance(newer, StoredResponse) and newer.body == b"newer"
+    assert store.counters["recent_writes_checked"] == 2
+    assert store.counters["recent_writes_purged"] == 1
+    assert await store.purge_recent_writes(frozenset({"red"}), before=purge_applied_at) == 0  # idempotent
+
+
+async def test_writes_older_than_recent_write_seconds_are_not_deleted_again(
+    new_tiered: Callable[..., TieredStore], l2_view: RedisStore, clock: FakeClock
+) -> None:
+    store = new_tiered()
+    await store.set("a", response("a", clock, tags={"red"}))
+    await store.flush_writes()
+
+    clock.advance(store.recent_write_seconds + 1)
+    assert await store.purge_recent_writes(frozenset({"red"}), before=clock()) == 0
+    assert await l2_view.get("a") is not None
+
+
+async def test_when_the_log_overflowed_a_purge_falls_back_to_the_whole_tag_in_l2(
+    new_tiered: Callable[..., TieredStore], l2_view: RedisStore, clock: FakeClock
+) -> None:
+    store = new_tiered(recent_writes_max=2)
+    await l2_view.set("theirs", response("theirs", clock, tags={"red"}))
+    for key, tag in (("a", "red"), ("b", "blue"), ("c", "blue")):
+        await store.set(key, response(key, clock, tags={tag}))
+    await store.flush_writes()  # "a" is pushed out of the log, still within recent_write_seconds
+
+    assert await store.purge_recent_writes(frozenset({"red"}), before=clock()) == 2
+    assert await l2_view.get("a") is None
+    assert await l2_view.get("theirs") is None  # more than needed, never less
+    assert await l2_view.get("b") is not None
+    assert store.counters["recent_writes_overflow"] == 1
+
+    assert await store.purge_recent_writes(None, before=clock()) == 2  # all it remembers: b and c
+    assert await l2_view.get("b") is None and await l2_view.get("c") is None
+    assert store.counters["recent_writes_overflow"] == 2
+
+
+async def test_a_recent_write_that_cannot_be_deleted_now_is_deleted_once_l2_answers(
+    new_tiered: Callable[..., TieredStore], l2_view: RedisStore, clock: FakeClock
+) -> None:
+    store = new_tiered()
+    await store.set("a", response("a", clock, tags={"red"}))
+    await store.flush_writes()
+    for _ in range(FAILURE_THRESHOLD):
+        store.breaker.failed(clock())
+    assert state(store) is BreakerState.OPEN
+
+    assert await store.purge_recent_writes(frozenset({"red"}), before=clock()) == 0
+    assert await l2_view.get("a") is not None
+    # Not a pending purge: it neither hides L2 entries meanwhile nor keeps this node from claiming purges.
+    assert not store.has_pending_purges()
+    clock.advance(RESET_AFTER)
+    await store.retry_pending_purges()  # the half-open probe
+    assert await l2_view.get("a") is None
+    assert store.counters["recent_writes_purged"] == 1
+
+
+async def test_paused_l2_writes_keep_to_l1(
+    new_tiered: Callable[..., TieredStore], l2_view: RedisStore, clock: FakeClock
+) -> None:
+    store = new_tiered()
+    store.l2_writes_paused = True
+    assert await store.set("a", response("a", clock)) is True  # accepted: L1 has it
+    await store.flush_writes()
+
+    assert store.l1.get_nowait("a") is not None
+    assert await l2_view.get("a") is None
+    assert store.counters["l2_write_paused"] == 1
+
+
+async def test_a_soft_invalidation_drops_a_queued_write_and_serves_older_l2_copies_stale(
+    new_tiered: Callable[..., TieredStore], l2_view: RedisStore, redis_url: str, clock: FakeClock
+) -> None:
+    l2 = gated_l2(redis_url, clock)
+    store = new_tiered(l2=l2)
+    l2.gate = "set"
+    await store.set("x", response("x", clock, tags={"blue"}))
+    await l2.reached.wait()  # the writer is busy: the next write waits in the queue
+    await store.set("a", response("a", clock, tags={"red"}))
+    await l2_view.set("older", response("older", clock, tags={"red"}))
+
+    store.note_invalidation(frozenset({"red"}), soft=True)
+    l2.release.set()
+    await store.flush_writes()
+
+    assert await l2_view.get("a") is None
+    assert await l2_view.get("x") is not None
+    assert store.counters["l2_write_superseded"] == 1
+    clock.advance(1)
+    await l2_view.set("newer", response("newer", clock, tags={"red"}))  # its request came after
+    older, tier = await store.get_tiered("older")
+    assert tier is Reason.L2 and isinstance(older, StoredResponse) and older.ttl(clock()) <= 0
+    in_l1 = store.l1.get_nowait("older")
+    assert isinstance(in_l1, StoredResponse) and in_l1.ttl(clock()) <= 0
+    newer, _ = await store.get_tiered("newer")
+    assert isinstance(newer, StoredResponse) and newer.ttl(clock()) > 0
+
+    await store.l1.delete("older")
+    clock.advance(PURGE_FENCE_SECONDS)
+    older, _ = await store.get_tiered("older")
+    assert isinstance(older, StoredResponse) and older.ttl(clock()) > 0  # the fence has lapsed
+
+
+async def test_the_purge_fence_refuses_a_response_whose_request_began_before_the_purge(
+    new_tiered: Callable[..., TieredStore], l2_view: RedisStore, clock: FakeClock
+) -> None:
+    store = new_tiered()
+    purged_at = clock()
+    await store.purge_tags(["red"])
+    clock.advance(1)
+    # Another node's fill: its request went out before the purge, its response arrived after.
+    late = dataclasses.replace(response("late", clock, tags={"red"}), request_time=purged_at - 1)
+    await l2_view.set("late", late)
+    await l2_view.set("after", response("after", clock, tags={"red"}))
+
+    assert await store.get_tiered("late") == (None, Reason.L2)
+    assert store.l1.get_nowait("late") is None
+    assert (await store.get_tiered("after"))[0] is not None
