@@ -24,22 +24,15 @@ from redis.asyncio.cluster import RedisCluster
 
 from edgecache.cli import main as cli_main
 from tests.redis_server import LocalCluster, RedisServer, SentinelDeployment
-
-# BASE_URL, CHECK_INTERVAL, HEARTBEAT and OriginSpy are not used here: they are re-exported for the tests
-# (tests/shared/test_fill_race.py, on its branch) that import them from this module. New code: import them
-# from tests.shared.nodes.
-from tests.shared.nodes import (  # noqa: F401
+from tests.shared.nodes import (
     ACROSS_DEPLOYMENTS,
-    BASE_URL,
     CHECK_INTERVAL,
-    HEARTBEAT,
     RECONNECT_WITHIN,
     WITHIN,
     Deployment,
     Node,
     NodeFactory,
     Origin,
-    OriginSpy,
     deployment_for,
     digest_of,
     eventually,
