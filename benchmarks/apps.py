@@ -63,6 +63,17 @@ _BARE_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 
 
+async def serve_lifespan(receive: Receive, send: Send) -> None:
+    """The ASGI lifespan protocol for an app with nothing to start or stop: acknowledge both."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def bare_app(scope: Scope, receive: Receive, send: Send) -> None:
     """Pure ASGI: 200 with ``BODY`` for any HTTP request; implements the lifespan protocol."""
     if scope["type"] == "http":
@@ -70,13 +81,7 @@ async def bare_app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.body", "body": BODY})
         return
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)
 
 
 def make_fastapi_app(*, cached: bool) -> FastAPI:

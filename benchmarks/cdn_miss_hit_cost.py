@@ -31,6 +31,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.asgi_scope import get_scope, receive_empty
 from benchmarks.cdn_rewrite_throughput import make_html
 from edgecache import CacheInterceptor
 from edgecache.cdn.encoding import encode
@@ -54,25 +55,8 @@ def page_app(body: bytes, coding: str) -> Any:
     return app
 
 
-async def _receive() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
 def _scope(query: bytes) -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "root_path": "",
-        "query_string": query,
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"accept-encoding", b"gzip, br")],
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-    }
+    return get_scope("/", host=b"127.0.0.1:8000", query=query, headers=[(b"accept-encoding", b"gzip, br")])
 
 
 async def _round(
@@ -87,7 +71,7 @@ async def _round(
     started = time.perf_counter()
     done = 0
     for query in queries:
-        await middleware(_scope(query), _receive, send)
+        await middleware(_scope(query), receive_empty, send)
         done += 1
         if time.perf_counter() - started > max_seconds:
             break

@@ -48,11 +48,14 @@ if str(REPO_ROOT) not in sys.path:
 
 from benchmarks.reporting import (  # noqa: E402 - after the repository root is on sys.path
     log,
+    log_wrk_round,
     non_negative_int,
     positive_int,
+    require_wrk,
     run_and_print,
     stop_process,
     summarize_runs,
+    wrk_rows,
 )
 
 HOST = "127.0.0.1"  # every server binds here and every request targets it; never anything else
@@ -199,36 +202,18 @@ def http_get(port: int, timeout: float = 5.0, path: str = PATH) -> Reply:
         conn.close()
 
 
-class Server:
-    """One uvicorn process serving ``spec.app`` on 127.0.0.1:<free port>."""
+class ServerProcess:
+    """One server process answering on 127.0.0.1:``port``, its output in an anonymous file; stopped by PID.
+    Subclasses say what to run (``command``) and how to name it in errors (``label``)."""
 
-    def __init__(self, spec: ServerSpec) -> None:
-        self.spec = spec
-        self.port = free_port()
+    def __init__(self, label: str, port: int) -> None:
+        self.label = label
+        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     def command(self) -> list[str]:
-        return [
-            *pin(SERVER_CPU),
-            sys.executable,
-            "-m",
-            "uvicorn",
-            self.spec.app,
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--lifespan",
-            "on",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
+        raise NotImplementedError
 
     def start(self) -> None:
         # EDGECACHE_* variables are dropped so the cache runs with its defaults plus default_ttl (L1 only).
@@ -253,23 +238,24 @@ class Server:
         text = self._log.read().decode("utf-8", "replace")
         return text[-limit:]
 
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> Reply:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT, path: str = PATH) -> Reply:
+        """The first answer to ``GET path``, polled until ``timeout``; fails if the process exits first."""
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BenchmarkError(
-                    f"server {self.spec.name!r} ({self.spec.app}) exited with code {self.proc.returncode} "
-                    f"before answering. Its output:\n{self.log_tail()}"
+                    f"{self.label} exited with code {self.proc.returncode} before answering. "
+                    f"Its output:\n{self.log_tail()}"
                 )
             try:
-                return http_get(self.port, timeout=2.0)
+                return http_get(self.port, timeout=2.0, path=path)
             except (OSError, http.client.HTTPException) as exc:
                 last_error = exc
                 time.sleep(0.05)
         raise BenchmarkError(
-            f"server {self.spec.name!r} did not answer on {HOST}:{self.port} within {timeout:.0f}s "
+            f"{self.label} did not answer on {HOST}:{self.port} within {timeout:.0f}s "
             f"(last error: {last_error!r}). Its output:\n{self.log_tail()}"
         )
 
@@ -277,6 +263,36 @@ class Server:
         proc, self.proc = self.proc, None
         log, self._log = self._log, None
         stop_process(proc, log)
+
+
+class Server(ServerProcess):
+    """One uvicorn process serving ``spec.app`` on 127.0.0.1:<free port>."""
+
+    def __init__(self, spec: ServerSpec) -> None:
+        super().__init__(f"server {spec.name!r} ({spec.app})", free_port())
+        self.spec = spec
+
+    def command(self) -> list[str]:
+        return [
+            *pin(SERVER_CPU),
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.spec.app,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--lifespan",
+            "on",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
 
 
 def _describe(reply: Reply) -> str:
@@ -363,16 +379,7 @@ def measure(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
                 time.sleep(PAUSE_BETWEEN_RUNS)
                 result = run_wrk(wrk, server.port, args.connections, args.duration)
                 per_round[server.spec.name].append(result)
-                log(
-                    f"round {round_no + 1}/{args.rounds} {server.spec.name:<8} "
-                    f"{result.requests_per_sec:>10.1f} req/s  p50 {result.p50_ms:.3f} ms  "
-                    f"p99 {result.p99_ms:.3f} ms"
-                )
-                if result.non_2xx_3xx or result.socket_errors:
-                    log(
-                        f"  warning: {result.non_2xx_3xx} non-2xx/3xx responses, "
-                        f"{result.socket_errors} socket errors"
-                    )
+                log_wrk_round(round_no, args.rounds, server.spec.name, result, width=8)
         for server in servers:
             if server.spec.expect_hit:
                 check_hit(server, when="after the load runs")
@@ -427,14 +434,7 @@ def render_table(report: dict[str, Any]) -> str:
         f"{'server':<32}{'requests/s':>13}{'p50 (ms)':>11}{'p99 (ms)':>11}",
         "-" * 67,
     ]
-    for row in report["servers"].values():
-        lines.append(
-            f"{row['label']:<32}{row['requests_per_sec']:>13,.1f}{row['p50_ms']:>11.3f}{row['p99_ms']:>11.3f}"
-        )
-        if row["non_2xx_3xx"] or row["socket_errors"]:
-            lines.append(
-                f"  ! {row['non_2xx_3xx']} non-2xx/3xx responses, {row['socket_errors']} socket errors"
-            )
+    lines += wrk_rows(report["servers"].values(), label_width=32)
     lines.append("")
     for name in ("wrapped", "cached"):
         tput = report["ratios"][f"{name}_over_bare_throughput"]
@@ -476,9 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    wrk = shutil.which("wrk")
+    wrk = require_wrk()
     if wrk is None:
-        print("error: 'wrk' is not on PATH. Install it with:\n    apt-get install -y wrk", file=sys.stderr)
         return 2
     return run_and_print(
         lambda: measure(args, wrk),

@@ -53,7 +53,15 @@ if str(REPO_ROOT) not in sys.path:
 
 from benchmarks import http_hit_path as hit  # noqa: E402 - after the repository root is on sys.path
 from benchmarks.private_redis import PrivateRedis, RedisUnavailable  # noqa: E402
-from benchmarks.reporting import log, non_negative_int, positive_int, run_and_print, summarize_runs  # noqa: E402
+from benchmarks.reporting import (  # noqa: E402
+    log,
+    log_wrk_round,
+    non_negative_int,
+    positive_int,
+    run_and_print,
+    summarize_runs,
+    wrk_errors,
+)
 
 HOST = hit.HOST
 PATH = hit.PATH
@@ -250,16 +258,7 @@ def measure(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
                 time.sleep(hit.PAUSE_BETWEEN_RUNS)
                 result = hit.run_wrk(wrk, server.port, args.connections, args.duration)
                 per_round[spec.name].append(result)
-                log(
-                    f"round {round_no + 1}/{args.rounds} {spec.name:<15}"
-                    f"{result.requests_per_sec:>10.1f} req/s  p50 {result.p50_ms:.3f} ms  "
-                    f"p99 {result.p99_ms:.3f} ms"
-                )
-                if result.non_2xx_3xx or result.socket_errors:
-                    log(
-                        f"  warning: {result.non_2xx_3xx} non-2xx/3xx responses, "
-                        f"{result.socket_errors} socket errors"
-                    )
+                log_wrk_round(round_no, args.rounds, spec.name, result)
         calls_during_load = {
             spec.name: endpoint_calls(server.port) - calls_before[spec.name]
             for spec, server in zip(SPECS, servers, strict=True)
@@ -327,10 +326,7 @@ def render_table(report: dict[str, Any]) -> str:
             f"{row['label']:<30}{row['requests_per_sec']:>12,.1f}{row['p50_ms']:>10.3f}{row['p99_ms']:>10.3f}"
             f"{'-' if calls is None else str(calls):>16}"
         )
-        if row["non_2xx_3xx"] or row["socket_errors"]:
-            lines.append(
-                f"  ! {row['non_2xx_3xx']} non-2xx/3xx responses, {row['socket_errors']} socket errors"
-            )
+        lines += wrk_errors(row)
         if calls:
             lines.append(f"  ! the endpoint ran {calls} times under load: not every request was a hit")
     lines.append("")

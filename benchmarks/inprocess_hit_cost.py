@@ -42,30 +42,22 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Scope
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))  # so ``benchmarks.*`` and ``edgecache`` import from a checkout
+
+from benchmarks.asgi_scope import get_scope, receive_empty  # noqa: E402 - after sys.path is set up
+from benchmarks.reporting import positive_int  # noqa: E402
+
 _HIT_RE = re.compile(r"(?<![\w-])hit(?![\w-])", re.IGNORECASE)
-_REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
 _BASE_SCOPE: dict[str, Any] = {
-    "type": "http",
+    **get_scope("/", host=b"127.0.0.1:8000"),
     "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/",
-    "raw_path": b"/",
-    "root_path": "",
-    "query_string": b"",
-    "server": ("127.0.0.1", 8000),
-    "client": ("127.0.0.1", 50000),
 }
 _HEADERS: list[tuple[bytes, bytes]] = [(b"host", b"127.0.0.1:8000")]
 
 
 class BenchmarkError(Exception):
     pass
-
-
-async def _receive() -> Message:
-    return _REQUEST
 
 
 async def _discard(message: Message) -> None:
@@ -136,7 +128,7 @@ async def request_once(app: ASGIApp, make_scope: Callable[[], Scope]) -> tuple[i
     async def send(message: Message) -> None:
         messages.append(message)
 
-    await app(make_scope(), _receive, send)
+    await app(make_scope(), receive_empty, send)
     starts = [m for m in messages if m["type"] == "http.response.start"]
     if len(starts) != 1:
         raise BenchmarkError(f"expected one http.response.start, got {messages!r:.500}")
@@ -167,7 +159,7 @@ async def check_response(
 
 async def time_calls(app: ASGIApp, make_scope: Callable[[], Scope], iterations: int, yield_: bool) -> float:
     """Microseconds per call, averaged over ``iterations`` calls."""
-    receive, send, sleep = _receive, _discard, asyncio.sleep
+    receive, send, sleep = receive_empty, _discard, asyncio.sleep
     gc.collect()
     start = time.perf_counter()
     if yield_:
@@ -184,7 +176,7 @@ TARGETS = ("bare", "cache_only", "wrapped", "cached")
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks import apps  # noqa: PLC0415 - after sys.path is set up in main()
+    from benchmarks import apps  # noqa: PLC0415 - FastAPI and the apps load only to measure (not for --help)
 
     try:
         built: dict[str, ASGIApp] = {
@@ -273,13 +265,6 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text.replace("_", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(
@@ -288,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     parser.add_argument(
-        "--iterations", type=_positive_int, default=50_000, help="calls per timed run (default: 50000)"
+        "--iterations", type=positive_int, default=50_000, help="calls per timed run (default: 50000)"
     )
-    parser.add_argument("--repeats", type=_positive_int, default=5, help="timed runs per app (default: 5)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per app (default: 5)")
     parser.add_argument(
         "--loop",
         choices=("auto", "uvloop", "asyncio"),
@@ -321,8 +306,6 @@ def _loop_factory(choice: str) -> tuple[str, Callable[[], asyncio.AbstractEventL
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))  # so ``benchmarks.apps`` and ``edgecache`` import from a checkout
     for name in [n for n in os.environ if n.startswith("EDGECACHE_")]:
         del os.environ[name]  # measure the defaults: L1 only, whatever the shell has configured
     args.loop_name, factory = _loop_factory(args.loop)

@@ -56,6 +56,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.asgi_scope import get_scope, receive_empty  # noqa: E402
 from benchmarks.private_redis import PrivateRedis, RedisUnavailable  # noqa: E402
 from benchmarks.reporting import log, non_negative_int, run_and_print  # noqa: E402
 
@@ -187,28 +188,12 @@ async def _node(conn: Connection, redis_url: str, detect: str) -> None:
         armed = None
         messages: list[Message] = []
 
-        async def receive() -> Message:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
         async def send(message: Message) -> None:
             messages.append(message)
 
         path = f"/items/{index}"
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"node-b.test")],
-            "client": ("127.0.0.1", 40000),
-            "server": ("127.0.0.1", 8000),
-        }
-        await app(scope, receive, send)
+        scope = get_scope(path, host=b"node-b.test", client=("127.0.0.1", 40000))
+        await app(scope, receive_empty, send)
         status = next((m.get("status") for m in messages if m["type"] == "http.response.start"), None)
         keys = l1.keys_with_tags([f"{TAG_PREFIX}{index}"])
         if status != 200 or len(keys) != 1:

@@ -48,7 +48,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from edgecache.core.admission import AdmissionPolicy  # noqa: E402 - after sys.path is set up
+from benchmarks.reporting import positive_int  # noqa: E402 - after sys.path is set up
+from edgecache.core.admission import AdmissionPolicy  # noqa: E402
 
 TRACES = ("zipf0.8", "zipf1.0", "scan", "drift")
 SCAN_EVERY = 20_000
@@ -233,22 +234,15 @@ def _fractions(text: str) -> list[float]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    value = int(text.replace("_", ""))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--keys", type=_positive_int, default=100_000)
-    parser.add_argument("--requests", type=_positive_int, default=1_000_000)
+    parser.add_argument("--keys", type=positive_int, default=100_000)
+    parser.add_argument("--requests", type=positive_int, default=1_000_000)
     parser.add_argument("--capacities", type=_fractions, default=[0.001, 0.01, 0.1])
     parser.add_argument("--traces", default=",".join(TRACES), help=f"subset of {','.join(TRACES)}")
     parser.add_argument("--policies", default=",".join(POLICIES), help=f"subset of {','.join(POLICIES)}")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeats", type=_positive_int, default=3, help="timed runs of the cost loop")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs of the cost loop")
     parser.add_argument("--json", action="store_true")
     return parser
 

@@ -33,6 +33,7 @@ if __package__ in (None, ""):
 
 from starlette.types import Message, Receive, Scope, Send
 
+from benchmarks.asgi_scope import get_scope, receive_empty
 from benchmarks.private_redis import PrivateRedis, RedisUnavailable
 from benchmarks.reporting import log, positive_int, run_and_print
 from edgecache import Cache, CacheInterceptor, Settings
@@ -55,24 +56,8 @@ class Origin:
 
 
 async def get(app: CacheInterceptor, path: str) -> tuple[int, float]:
-    scope: Scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench.local")],
-        "client": ("127.0.0.1", 1),
-        "server": ("bench.local", 80),
-    }
+    scope = get_scope(path, host=b"bench.local", client=("127.0.0.1", 1), server=("bench.local", 80))
     status = 0
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
 
     async def send(message: Message) -> None:
         nonlocal status
@@ -80,7 +65,7 @@ async def get(app: CacheInterceptor, path: str) -> tuple[int, float]:
             status = message["status"]
 
     started = time.perf_counter()
-    await app(scope, receive, send)
+    await app(scope, receive_empty, send)
     return status, (time.perf_counter() - started) * 1000
 
 

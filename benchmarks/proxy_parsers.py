@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -42,7 +41,7 @@ from benchmarks.http_hit_path import (  # noqa: E402
     pin,
     run_wrk,
 )
-from benchmarks.reporting import log, positive_int, run_and_print, summarize_runs  # noqa: E402
+from benchmarks.reporting import log, positive_int, require_wrk, run_and_print, summarize_runs  # noqa: E402
 
 # ``uvicorn-httptools``: uvicorn's own HttpToolsProtocol (no head limits while parsing, no hand-over), to
 # show what ProxyHttpToolsProtocol itself costs.
@@ -183,9 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.serve:
         return serve(args.serve, args.upstream, args.port)
-    wrk = shutil.which("wrk")
+    wrk = require_wrk()
     if wrk is None:
-        print("wrk not found on PATH (Debian/Ubuntu: apt-get install -y wrk)", file=sys.stderr)
         return 2
     return run_and_print(
         lambda: measure(args, wrk),

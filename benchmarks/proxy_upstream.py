@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import Receive, Scope, Send
 
-from benchmarks.apps import BODY, MEDIA_TYPE
+from benchmarks.apps import BODY, MEDIA_TYPE, serve_lifespan
 
 HIT_PATH = "/hit"
 MISS_PATH = "/miss"
@@ -40,10 +40,4 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "http.response.body", "body": b"not found\n"})
         return
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await serve_lifespan(receive, send)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import os
 import platform
 import shutil
@@ -47,7 +46,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -57,11 +56,12 @@ from benchmarks import http_hit_path as hit  # noqa: E402 - after the repository
 from benchmarks.proxy_upstream import HIT_PATH, MISS_PATH  # noqa: E402
 from benchmarks.reporting import (  # noqa: E402
     log,
+    log_wrk_round,
     non_negative_int,
     positive_int,
     run_and_print,
-    stop_process,
     summarize_runs,
+    wrk_rows,
 )
 
 HOST = hit.HOST
@@ -123,52 +123,16 @@ HTTPX_MISS = Target(
 )
 
 
-class Process:
-    """One server process on 127.0.0.1:<free port>, its output in an anonymous file; stopped by PID."""
+class Process(hit.ServerProcess):
+    """``command``, started at once, answering on 127.0.0.1:``port``."""
 
     def __init__(self, name: str, command: list[str], port: int) -> None:
-        self.name = name
-        self.port = port
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGECACHE_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-        self._log: IO[bytes] | None = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(name, port)
+        self._command = command
+        self.start()
 
-    def log_tail(self, limit: int = 4000) -> str:
-        if self._log is None:
-            return ""
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")[-limit:]
-
-    def wait_ready(self, path: str, timeout: float = hit.STARTUP_TIMEOUT) -> hit.Reply:
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                raise hit.BenchmarkError(
-                    f"{self.name} exited before answering. Its output:\n{self.log_tail()}"
-                )
-            try:
-                return hit.http_get(self.port, timeout=2.0, path=path)
-            except (OSError, http.client.HTTPException) as exc:
-                last = exc
-                time.sleep(0.05)
-        raise hit.BenchmarkError(
-            f"{self.name} did not answer within {timeout:.0f}s ({last!r}):\n{self.log_tail()}"
-        )
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        log_file, self._log = self._log, None
-        stop_process(proc, log_file)
+    def command(self) -> list[str]:
+        return self._command
 
 
 def start_upstream() -> Process:
@@ -286,7 +250,7 @@ def measure(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgecache-nginx-") as tmp:
         try:
             processes["upstream"] = upstream = start_upstream()
-            body = upstream.wait_ready(HIT_PATH).body
+            body = upstream.wait_ready(path=HIT_PATH).body
             processes["nginx"] = start_nginx(nginx, upstream.port, Path(tmp))
             servers = {t.server for t in targets}
             if "edgecache" in servers:
@@ -295,7 +259,7 @@ def measure(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
                 processes["edgecache-httpx"] = start_edgecache(upstream.port, "httpx")
             for name, process in processes.items():
                 if name != "upstream":
-                    process.wait_ready(HIT_PATH)  # the first /hit fills the cache
+                    process.wait_ready(path=HIT_PATH)  # the first /hit fills the cache
             for target in targets:
                 process = processes[target.server]
                 log(f"warming up {target.name} on {HOST}:{process.port}{target.path}")
@@ -313,16 +277,7 @@ def measure(args: argparse.Namespace, wrk: str, nginx: str) -> dict[str, Any]:
                     port = processes[target.server].port
                     result = hit.run_wrk(wrk, port, args.connections, args.duration, target.path)
                     per_round[target.name].append(result)
-                    log(
-                        f"round {round_no + 1}/{args.rounds} {target.name:<15}"
-                        f"{result.requests_per_sec:>10.1f} req/s  p50 {result.p50_ms:.3f} ms  "
-                        f"p99 {result.p99_ms:.3f} ms"
-                    )
-                    if result.non_2xx_3xx or result.socket_errors:
-                        log(
-                            f"  warning: {result.non_2xx_3xx} non-2xx/3xx, "
-                            f"{result.socket_errors} socket errors"
-                        )
+                    log_wrk_round(round_no, args.rounds, target.name, result)
             for target in targets:
                 check(target, processes[target.server], body, "after the load")
         finally:
@@ -388,14 +343,7 @@ def render_table(report: dict[str, Any]) -> str:
         f"{'target':<38}{'requests/s':>13}{'p50 (ms)':>11}{'p99 (ms)':>11}",
         "-" * 73,
     ]
-    for row in report["targets"].values():
-        lines.append(
-            f"{row['label']:<38}{row['requests_per_sec']:>13,.1f}{row['p50_ms']:>11.3f}{row['p99_ms']:>11.3f}"
-        )
-        if row["non_2xx_3xx"] or row["socket_errors"]:
-            lines.append(
-                f"  ! {row['non_2xx_3xx']} non-2xx/3xx responses, {row['socket_errors']} socket errors"
-            )
+    lines += wrk_rows(report["targets"].values(), label_width=38)
     lines.append("")
     names = {
         "edgecache_hit_over_nginx_hit": "edgecache hit / nginx hit",

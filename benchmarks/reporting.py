@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from types import FrameType
 from typing import IO, Any, Protocol
@@ -42,6 +43,35 @@ def summarize_runs(label: str, app: str, runs: Sequence[WrkRun]) -> dict[str, An
         "socket_errors": sum(r.socket_errors for r in runs),
         "rounds": [asdict(r) for r in runs],  # type: ignore[call-overload]
     }
+
+
+def log_wrk_round(round_no: int, rounds: int, name: str, result: WrkRun, width: int = 15) -> None:
+    """One wrk run's progress line (``round_no`` from 0), and a warning when it saw errors."""
+    log(
+        f"round {round_no + 1}/{rounds} {name:<{width}} {result.requests_per_sec:>10.1f} req/s  "
+        f"p50 {result.p50_ms:.3f} ms  p99 {result.p99_ms:.3f} ms"
+    )
+    if result.non_2xx_3xx or result.socket_errors:
+        log(f"  warning: {result.non_2xx_3xx} non-2xx/3xx responses, {result.socket_errors} socket errors")
+
+
+def wrk_errors(row: dict[str, Any]) -> list[str]:
+    """The table line that flags a ``summarize_runs`` row's errors, if it had any."""
+    if row["non_2xx_3xx"] or row["socket_errors"]:
+        return [f"  ! {row['non_2xx_3xx']} non-2xx/3xx responses, {row['socket_errors']} socket errors"]
+    return []
+
+
+def wrk_rows(rows: Iterable[dict[str, Any]], label_width: int) -> list[str]:
+    """``summarize_runs`` rows as table lines (label, requests/s, p50, p99), each followed by its errors."""
+    lines = []
+    for row in rows:
+        lines.append(
+            f"{row['label']:<{label_width}}{row['requests_per_sec']:>13,.1f}"
+            f"{row['p50_ms']:>11.3f}{row['p99_ms']:>11.3f}"
+        )
+        lines += wrk_errors(row)
+    return lines
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, log: IO[bytes] | None) -> None:
@@ -84,6 +114,14 @@ def run_and_print(
         return 130
     print(json.dumps(report, indent=2) if as_json else render(report))
     return 0
+
+
+def require_wrk() -> str | None:
+    """The path of ``wrk``; None after saying how to install it (the benchmark then exits 2)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("error: 'wrk' is not on PATH. Install it with:\n    apt-get install -y wrk", file=sys.stderr)
+    return wrk
 
 
 def log(message: str) -> None:

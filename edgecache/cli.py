@@ -686,8 +686,8 @@ Replay one trace through each policy at each capacity and report the hit ratio, 
 OPT (percentage points) and simulated operations per second of each policy.
 
 Policies: lru, lfu (in-cache, no aging, ties to the least recent), fifo, ttl (entries expire after --ttl,
-nothing else evicts; a full cache stores nothing new), w-tinylfu (1 % window, SLRU main, count-min sketch
-with doorkeeper), s3-fifo, edgecache (the L1 this build ships) and opt (Belady: exact for entry
+nothing else evicts; a full cache stores nothing new), w-tinylfu (the shipped policy with its 1 % window
+fixed), s3-fifo, edgecache (the L1 this build ships) and opt (Belady: exact for entry
 capacities; for byte capacities a lower bound, with an upper bound in its note).
 
 Traces: zipf (Zipf(--alpha) over --keys keys), scan (zipf with bursts of --scan-length one-hit wonders

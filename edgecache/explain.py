@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from edgecache.core.entry import CacheObject, StoredResponse, VaryIndex
-from edgecache.core.headers import EMPTY_CACHE_CONTROL, Fields, parse_cookie_header
-from edgecache.core.keys import CacheKey, primary_key, uri_components, variant_key
+from edgecache.core.headers import EMPTY_CACHE_CONTROL, Fields
+from edgecache.core.keys import request_key, uri_components, variant_key
 from edgecache.core.policy import Use, decide_use, may_serve_stale_on_error, request_vary_values
 from edgecache.stores.memory import MemoryStore
 from edgecache.stores.tiered import TieredStore
@@ -67,16 +67,6 @@ def target_uri(cache: Cache, url: str) -> tuple[bytes, bytes, bytes, bytes]:
     raw_path = quote(path, safe=_WIRE_SAFE).encode("ascii")
     raw_query = cache.query_filter.apply(quote(query, safe=_WIRE_SAFE).encode("ascii"))
     return uri_components(scheme, host, raw_path, raw_query)
-
-
-def _primary(cache: Cache, uri: tuple[bytes, bytes, bytes, bytes], fields: Fields) -> CacheKey:
-    # As the middleware's full path (_primary_key) computes it.
-    recipe = cache.recipe
-    if not recipe.headers and not recipe.cookies:
-        return primary_key(uri)
-    header_values = [fields.joined(name) for name in recipe.headers]
-    cookies = parse_cookie_header(fields.get_all("cookie")) if recipe.cookies else {}
-    return primary_key(uri, header_values, [cookies.get(name) for name in recipe.cookies])
 
 
 async def _peek(cache: Cache, key: str) -> tuple[CacheObject | None, str | None]:
@@ -138,7 +128,7 @@ def describe_response(entry: StoredResponse, tier: str | None, now: float) -> di
 async def explain(cache: Cache, url: str, headers: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
     fields = Fields((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers)
     uri = target_uri(cache, url)
-    primary = _primary(cache, uri, fields)
+    primary = request_key(cache.recipe, uri, fields)
     now = cache.clock()
     found, tier = await _peek(cache, primary.digest)
     report: dict[str, Any] = {

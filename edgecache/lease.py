@@ -42,13 +42,11 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
+from edgecache.bus.redis import cancel_until_done
 from edgecache.core.breaker import BreakerState, CircuitBreaker
 from edgecache.core.lease import LeaseState, lease_key, poll_delay, read_state, release_value
 
 logger = logging.getLogger("edgecache")
-
-STOP_ATTEMPTS: Final = 20
-STOP_WAIT: Final = 0.1  # seconds per attempt: aclose() stops its tasks within about two seconds
 
 # KEYS[1] lease; ARGV: token, ttl ms. Returns the token when taken, else what the key holds.
 _ACQUIRE: Final = (
@@ -264,12 +262,4 @@ class Leases:
         self._closing = True
         if self._releases:
             await asyncio.wait(set(self._releases), timeout=self._op_timeout * 2 + self.ttl)
-        tasks = {*self._releases, *self._tasks}
-        # redis-py can swallow a cancellation (Python 3.11): cancel again until they end, bounded.
-        for _ in range(STOP_ATTEMPTS):
-            tasks = {task for task in tasks if not task.done()}
-            if not tasks:
-                break
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks, timeout=STOP_WAIT)
+        await cancel_until_done({*self._releases, *self._tasks})  # within about two seconds

@@ -19,7 +19,15 @@ from edgecache.cdn.response import CdnResponses
 from edgecache.config import Settings
 from edgecache.core.entry import CacheObject, RawHeaders, StoredResponse, response_size
 from edgecache.core.headers import Fields, parse_cookie_header
-from edgecache.core.keys import CacheKey, path_tag, prefix_tags, primary_key, uri_components, uri_tag
+from edgecache.core.keys import (
+    CacheKey,
+    path_tag,
+    prefix_tags,
+    primary_key,
+    request_key,
+    uri_components,
+    uri_tag,
+)
 from edgecache.core.policy import (
     HOP_BY_HOP,
     NOT_MODIFIED_FIELDS,
@@ -261,7 +269,7 @@ class _Exchange:
         if not plan.lookup and not plan.store:
             await self._bypass(query)
             return
-        primary = self.primary = _primary_key(cache, self.uri, fields)
+        primary = self.primary = request_key(cache.recipe, self.uri, fields)
         found = await cache.lookup(primary, fields)
         entry = found.entry
         if entry is not None:
@@ -746,15 +754,6 @@ def _updated_headers(stored: RawHeaders, not_modified: RawHeaders) -> RawHeaders
 
 def _plan(cache: Cache, method: str, fields: Fields) -> RequestPlan:
     return plan_request(method, fields, _has_body(fields), cache.policy)
-
-
-def _primary_key(cache: Cache, uri: Uri, fields: Fields) -> CacheKey:
-    recipe = cache.recipe
-    if not recipe.headers and not recipe.cookies:
-        return primary_key(uri)
-    header_values = [fields.joined(name) for name in recipe.headers]
-    cookies = parse_cookie_header(fields.get_all("cookie")) if recipe.cookies else {}
-    return primary_key(uri, header_values, [cookies.get(name) for name in recipe.cookies])
 
 
 def _internal_tags(uri: Uri) -> frozenset[str]:

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -235,7 +236,28 @@ def wait_until(condition: Callable[[], bool], what: str, within: float = START_T
         time.sleep(0.05)
 
 
-class LocalCluster:
+class _Group:
+    """Servers started as one deployment: a start that fails part-way cleans up what it started."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+class LocalCluster(_Group):
     """A Redis Cluster of ``size`` masters on loopback, slots split evenly, formed by hand (CLUSTER MEET,
     ADDSLOTSRANGE) the way ``redis-cli --cluster create`` does it; no replicas."""
 
@@ -313,19 +335,8 @@ class LocalCluster:
         for server in self.servers:
             server.cleanup()
 
-    def __enter__(self) -> LocalCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
-
-
-class SentinelDeployment:
+class SentinelDeployment(_Group):
     """A master, ``replicas`` replicas and ``sentinels`` sentinels watching them as ``service``, all on
     loopback. Sentinel timings are short so that a forced failover completes in a second or two."""
 
@@ -436,14 +447,3 @@ class SentinelDeployment:
     def cleanup(self) -> None:
         for server in [*self.sentinels, *self.data_servers]:
             server.cleanup()
-
-    def __enter__(self) -> SentinelDeployment:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()

@@ -83,13 +83,10 @@ class Resubscribe(Exception):
     """The subscription must move: the server dropped a sharded channel, or ``reconnect()`` was called."""
 
 
-def pubsub_client_factory(
-    url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, **client_kwargs: Any
-) -> Callable[[], Redis]:
-    """A ``client_factory`` for ``InvalidationSubscriber``: a client for ``url`` (standalone, or the master
-    of a ``redis+sentinel://`` service) with short socket timeouts, keepalive, no retries and no redis-py
-    health checks (the subscriber does its own). Nothing connects until the subscriber does."""
-    settings: dict[str, Any] = {
+def _subscriber_settings(connect_timeout: float, client_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A subscriber's connection: short socket timeouts, keepalive, no retries and no redis-py health checks
+    (the subscriber does its own); ``client_kwargs`` on top."""
+    return {
         "socket_connect_timeout": connect_timeout,
         "socket_timeout": connect_timeout,
         "socket_keepalive": True,
@@ -97,6 +94,15 @@ def pubsub_client_factory(
         "health_check_interval": 0,
         **client_kwargs,
     }
+
+
+def pubsub_client_factory(
+    url: str, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, **client_kwargs: Any
+) -> Callable[[], Redis]:
+    """A ``client_factory`` for ``InvalidationSubscriber``: a client for ``url`` (standalone, or the master
+    of a ``redis+sentinel://`` service) with short socket timeouts, keepalive, no retries and no redis-py
+    health checks (the subscriber does its own). Nothing connects until the subscriber does."""
+    settings = _subscriber_settings(connect_timeout, client_kwargs)
 
     def make() -> Redis:
         return plain_client(url, **settings)
@@ -114,14 +120,7 @@ def shard_owner_factory(
     """A ``client_factory`` for a Redis Cluster: each attempt reloads ``cluster``'s slot map (the one that
     a failed attempt may have outdated) and connects to the primary that owns ``channel``'s slot, the only
     node where SSUBSCRIBE to it is allowed. Same connection settings as ``pubsub_client_factory``."""
-    settings: dict[str, Any] = {
-        "socket_connect_timeout": connect_timeout,
-        "socket_timeout": connect_timeout,
-        "socket_keepalive": True,
-        "retry": Retry(NoBackoff(), 0),
-        "health_check_interval": 0,
-        **client_kwargs,
-    }
+    settings = _subscriber_settings(connect_timeout, client_kwargs)
     connection = cluster.get_connection_kwargs()
     for name in ("username", "password", "ssl"):
         if connection.get(name) is not None:
@@ -188,7 +187,24 @@ def _as_bytes(value: object) -> bytes:
 _DATA_TYPES: Final = (b"message", b"smessage")
 
 STOP_ATTEMPTS = 20
-STOP_WAIT = 0.1  # seconds per attempt: stop() returns within about two seconds whatever redis-py does
+STOP_WAIT = 0.1  # seconds per attempt: a stop returns within about two seconds whatever redis-py does
+
+
+async def cancel_until_done(tasks: Collection[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    """Cancel ``tasks`` again and again until they end, ``STOP_ATTEMPTS`` times ``STOP_WAIT`` seconds at
+    most; returns those still running then.
+
+    One ``cancel()`` is not enough: a wait_for inside redis-py can swallow a cancellation (Python 3.11) and
+    the task then goes on. Bounded, so that shutdown never hangs on a task that talks to Redis."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(STOP_ATTEMPTS):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=STOP_WAIT)
+        pending = {task for task in pending if not task.done()}
+    return pending
 
 
 class InvalidationSubscriber:
@@ -298,14 +314,7 @@ class InvalidationSubscriber:
             if task is _current_task():
                 task.cancel()  # from a handler or callback: the task ends (and closes) at its next await
                 return
-            # A cancellation can be swallowed by a wait_for inside redis-py (Python 3.11): cancel again until
-            # the task ends, bounded, so that shutdown never hangs on the subscriber.
-            for _ in range(STOP_ATTEMPTS):
-                if task.done():
-                    break
-                task.cancel()
-                await asyncio.wait({task}, timeout=STOP_WAIT)
-            if not task.done():
+            if await cancel_until_done({task}):
                 logger.error("edgecache bus: subscriber task did not stop; abandoning it")
             elif not task.cancelled() and task.exception() is not None:
                 logger.error("edgecache bus: subscriber task failed", exc_info=task.exception())

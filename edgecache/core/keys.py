@@ -16,6 +16,8 @@ from fnmatch import translate
 from functools import lru_cache
 from urllib.parse import unquote_plus
 
+from edgecache.core.headers import Fields, parse_cookie_header
+
 KEY_VERSION = b"edgecache-key/1"
 
 
@@ -129,6 +131,16 @@ def primary_key(
     extras.append(b"c")
     extras.extend(None if v is None else v.encode("latin-1") for v in cookie_values)
     return make_key(canonical(b"p", *uri, *extras))
+
+
+def request_key(recipe: KeyRecipe, uri: Uri, fields: Fields) -> CacheKey:
+    """The primary key of a request for ``uri`` with header ``fields``: the URI plus the values of the
+    recipe's headers and cookies (the middleware's lookups and ``explain`` alike)."""
+    if not recipe.headers and not recipe.cookies:
+        return primary_key(uri)
+    header_values = [fields.joined(name) for name in recipe.headers]
+    cookies = parse_cookie_header(fields.get_all("cookie")) if recipe.cookies else {}
+    return primary_key(uri, header_values, [cookies.get(name) for name in recipe.cookies])
 
 
 @lru_cache(maxsize=_MEMO_ENTRIES)

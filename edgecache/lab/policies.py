@@ -11,11 +11,11 @@ its own business. ``now`` (seconds) is read by the TTL policy only. Keys are int
   frequent objects go to the least recently used one. A heap with lazy deletion: O(log n) per access.
 - ``ttl``: TTL-only: an object lives ``ttl`` seconds after it was stored and nothing else removes it; when
   the cache is full a new object is not stored (as a cache without an eviction policy behaves).
-- ``w-tinylfu``: W-TinyLFU (Einziger, Friedman, Manes 2017) with a fixed window: a 1 % LRU window in front
-  of a segmented LRU main region (20 % probation, 80 % protected); what leaves the window enters main only if
-  a count-min sketch (4 rows of 4-bit counters, width ≥ the capacity in entries, with a doorkeeper set) says
-  it is more frequent than main's victim. Every ``10 × entries`` accesses the counters are halved and the
-  doorkeeper cleared (aging). No random admission against hash flooding (traces are not adversarial).
+- ``w-tinylfu``: W-TinyLFU (Einziger, Friedman, Manes 2017) with a fixed window: the shipped policy
+  (``edgecache.core.admission.AdmissionPolicy``) with its window adaptation off, so a 1 % LRU window in
+  front of a segmented LRU main region (20 % probation, 80 % protected); what leaves the window enters main
+  only if a count-min sketch (4-bit counters, doorkeeper, halved every ``10 × tracked keys`` accesses) says
+  it is more frequent than main's victims. Next to ``edgecache`` it shows what the adaptive window is worth.
 - ``s3-fifo``: S3-FIFO (Yang et al., SOSP 2023): a small FIFO (10 %), a main FIFO (90 %) and a ghost FIFO
   of keys evicted from small (as much weight as main holds). An object accessed again while in small moves
   to main; main reinserts objects whose 2-bit counter is non-zero, decrementing it; a miss on a ghost key
@@ -30,8 +30,6 @@ import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
-
-M64 = 0xFFFFFFFFFFFFFFFF
 
 
 class Policy(Protocol):
@@ -55,8 +53,13 @@ class LRU:
         if key in entries:
             entries.move_to_end(key)
             return True
+        return self._store(key, weight)
+
+    def _store(self, key: int, weight: int) -> bool:
+        """A miss: store ``key`` at the recent end, evicting from the old end (False: it was a miss)."""
         if weight > self.capacity:
             return False
+        entries = self._entries
         entries[key] = weight
         self.used += weight
         while self.used > self.capacity:
@@ -71,16 +74,9 @@ class FIFO(LRU):
     name = "fifo"
 
     def access(self, key: int, weight: int, now: float) -> bool:
-        entries = self._entries
-        if key in entries:
+        if key in self._entries:
             return True
-        if weight > self.capacity:
-            return False
-        entries[key] = weight
-        self.used += weight
-        while self.used > self.capacity:
-            self.used -= entries.popitem(last=False)[1]
-        return False
+        return self._store(key, weight)
 
 
 class LFU:
@@ -161,134 +157,6 @@ class TTLOnly:
     def resident_at(self, now: float) -> set[int]:
         """What a request at ``now`` would find (``resident`` may still hold entries expired since)."""
         return {k for k, (expiry, _) in self._expires.items() if expiry > now}
-
-
-_HALF = bytes(i >> 1 for i in range(256))
-
-
-class CountMinSketch:
-    """Four rows of saturating 4-bit counters (one per byte), a doorkeeper set, and periodic halving."""
-
-    __slots__ = ("_additions", "_door", "_mask", "_rows", "_sample")
-
-    def __init__(self, entries: int) -> None:
-        width = 16
-        while width < entries:
-            width *= 2
-        self._mask = width - 1
-        self._rows = [bytearray(width) for _ in range(4)]
-        self._door: set[int] = set()
-        self._sample = 10 * max(entries, 1)
-        self._additions = 0
-
-    def _indexes(self, key: int) -> tuple[int, int, int, int]:
-        # Two 32-bit halves of one multiplicative hash combined as h1 + i*h2 (Kirsch–Mitzenmacher).
-        h = ((key + 1) * 0x9E3779B97F4A7C15) & M64
-        h ^= h >> 31
-        h = (h * 0xBF58476D1CE4E5B9) & M64
-        h ^= h >> 29
-        mask = self._mask
-        h1 = h & 0xFFFFFFFF
-        h2 = (h >> 32) | 1
-        return h1 & mask, (h1 + h2) & mask, (h1 + 2 * h2) & mask, (h1 + 3 * h2) & mask
-
-    def increment(self, key: int) -> None:
-        door = self._door
-        if key not in door:
-            door.add(key)  # a key's first sighting in a period only opens the door
-        else:
-            r0, r1, r2, r3 = self._rows
-            i0, i1, i2, i3 = self._indexes(key)
-            if r0[i0] < 15:
-                r0[i0] += 1
-            if r1[i1] < 15:
-                r1[i1] += 1
-            if r2[i2] < 15:
-                r2[i2] += 1
-            if r3[i3] < 15:
-                r3[i3] += 1
-        self._additions += 1
-        if self._additions >= self._sample:
-            self._additions = 0
-            self._door.clear()
-            self._rows = [bytearray(row.translate(_HALF)) for row in self._rows]
-
-    def frequency(self, key: int) -> int:
-        r0, r1, r2, r3 = self._rows
-        i0, i1, i2, i3 = self._indexes(key)
-        return min(r0[i0], r1[i1], r2[i2], r3[i3]) + (key in self._door)
-
-
-class WTinyLFU:
-    name = "w-tinylfu"
-
-    def __init__(self, capacity: int, *, entries: int = 0, window: float = 0.01, **_: object) -> None:
-        self.capacity = capacity
-        self.window_capacity = max(1, int(capacity * window))
-        self.main_capacity = max(0, capacity - self.window_capacity)
-        self.protected_capacity = int(self.main_capacity * 0.8)
-        self._window: OrderedDict[int, int] = OrderedDict()
-        self._probation: OrderedDict[int, int] = OrderedDict()
-        self._protected: OrderedDict[int, int] = OrderedDict()
-        self._window_used = self._main_used = self._protected_used = 0
-        self.sketch = CountMinSketch(entries or capacity)
-
-    def access(self, key: int, weight: int, now: float) -> bool:
-        self.sketch.increment(key)
-        window = self._window
-        if key in window:
-            window.move_to_end(key)
-            return True
-        protected = self._protected
-        if key in protected:
-            protected.move_to_end(key)
-            return True
-        probation = self._probation
-        if key in probation:
-            w = probation.pop(key)
-            protected[key] = w
-            self._protected_used += w
-            while self._protected_used > self.protected_capacity and len(protected) > 1:
-                old, old_w = protected.popitem(last=False)
-                self._protected_used -= old_w
-                probation[old] = old_w
-            return True
-        if weight > self.capacity:
-            return False
-        window[key] = weight
-        self._window_used += weight
-        while self._window_used > self.window_capacity and window:
-            candidate, cw = window.popitem(last=False)
-            self._window_used -= cw
-            probation[candidate] = cw
-            self._main_used += cw
-            self._admit(candidate)
-        return False
-
-    def _admit(self, candidate: int) -> None:
-        """Bring main back within its capacity: the candidate (newest in probation) against main's victims."""
-        probation = self._probation
-        protected = self._protected
-        frequency = self.sketch.frequency
-        while self._main_used > self.main_capacity:
-            victim: int | None = None
-            for k in probation:  # the least recently used first; the candidate is the newest
-                victim = k
-                break
-            if victim == candidate:
-                victim = next(iter(protected)) if protected else None
-            if victim is None or frequency(candidate) <= frequency(victim):
-                self._main_used -= probation.pop(candidate)
-                return
-            if victim in probation:
-                self._main_used -= probation.pop(victim)
-            else:
-                w = protected.pop(victim)
-                self._protected_used -= w
-                self._main_used -= w
-
-    def resident(self) -> set[int]:
-        return set(self._window) | set(self._probation) | set(self._protected)
 
 
 class S3FIFO:
@@ -413,29 +281,50 @@ def shipped_l1(capacity: int) -> tuple[_L1, str]:
     return AdmissionPolicy(capacity), "W-TinyLFU, adaptive window (edgecache.core.admission)"
 
 
-class Edgecache:
-    """Adapter: the shipped L1's ``touch``/``add`` as a simulator policy (keys passed as decimal strings)."""
+class _StrKeyed:
+    """Adapter: an L1's ``touch``/``add`` as a simulator policy (keys passed as decimal strings)."""
+
+    def __init__(self, capacity: int, l1: _L1) -> None:
+        self.capacity = capacity
+        self.l1 = l1
+        self._keys: dict[int, str] = {}
+
+    def access(self, key: int, weight: int, now: float) -> bool:
+        # One str per key id, reused: the policy (like the store) sees the same str object each time.
+        name = self._keys.get(key)
+        if name is None:
+            name = self._keys[key] = str(key)
+        if self.l1.touch(name):
+            return True
+        if weight <= self.capacity:
+            self.l1.add(name, weight)
+        return False
+
+    def resident(self) -> set[int]:
+        return {key for key, name in self._keys.items() if name in self.l1}
+
+
+class WTinyLFU(_StrKeyed):
+    """The shipped admission policy with a fixed window (``entries`` is not needed: it sizes itself)."""
+
+    name = "w-tinylfu"
+
+    def __init__(self, capacity: int, **_: object) -> None:
+        # (imported here, as in shipped_l1: the lab module still imports on a build without it)
+        from edgecache.core.admission import AdmissionPolicy  # noqa: PLC0415
+
+        self.policy = AdmissionPolicy(capacity, adaptive=False)
+        super().__init__(capacity, self.policy)
+
+
+class Edgecache(_StrKeyed):
+    """The L1 this build ships (``shipped_l1``)."""
 
     name = "edgecache"
 
     def __init__(self, capacity: int, **_: object) -> None:
-        self.capacity = capacity
-        self._l1, self.description = shipped_l1(capacity)
-        self._keys: dict[int, str] = {}
-
-    def access(self, key: int, weight: int, now: float) -> bool:
-        # One str per key id, reused: the shipped policy (like the store) sees the same str object each time.
-        name = self._keys.get(key)
-        if name is None:
-            name = self._keys[key] = str(key)
-        if self._l1.touch(name):
-            return True
-        if weight <= self.capacity:
-            self._l1.add(name, weight)
-        return False
-
-    def resident(self) -> set[int]:
-        return {key for key, name in self._keys.items() if name in self._l1}
+        l1, self.description = shipped_l1(capacity)
+        super().__init__(capacity, l1)
 
 
 PolicyFactory = Callable[..., Policy]

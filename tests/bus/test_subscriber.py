@@ -29,20 +29,13 @@ from edgecache.core.invalidation import (
     parse_event,
     parse_invalidation,
 )
+from tests.helpers import eventually
 from tests.redis_server import LocalCluster, RedisServer, free_port
 
 HEARTBEAT = 0.2
 WITHIN = 5.0
 INVALIDATE = "test:invalidate"
 EVENTS = "test:events"
-
-
-async def eventually(condition: Callable[[], bool], within: float = WITHIN, what: str = "condition") -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true within {within} s")
-        await asyncio.sleep(0.01)
 
 
 class Recorder:

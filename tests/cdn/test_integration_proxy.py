@@ -21,6 +21,7 @@ import respx
 from edgecache import Settings
 from edgecache.cdn.purge import FASTLY_API
 from edgecache.proxy.server import ProxyServer
+from tests.proxy.processes import run_proxy_cli
 from tests.servers import ROOT, UvicornServer, free_port
 
 CDN = "https://cdn.example.com"
@@ -181,18 +182,6 @@ async def test_admin_purge_reaches_the_cdn_once(upstream: UvicornServer, client:
         await server.wait()
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgecache.cli", "proxy", *args],
-        cwd=ROOT,
-        check=False,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 BASE = ["--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
 
 
@@ -213,13 +202,13 @@ BASE = ["--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin-
     ],
 )
 def test_bad_cdn_flags_exit_2_naming_the_flag(args: list[str], env: dict[str, str], named: str) -> None:
-    done = _cli(*BASE, *args, env=env)
+    done = run_proxy_cli(*BASE, *args, env=env)
     assert done.returncode == 2, done.stderr
     assert named in done.stderr
 
 
 def test_help_documents_the_cdn_flags() -> None:
-    text = " ".join(_cli("--help").stdout.split())
+    text = " ".join(run_proxy_cli("--help").stdout.split())
     for flag in ("--cdn-origin", "--cdn-path", "--cdn-public-host", "--cdn-version", "--cdn-asset-max-age",
                  "--cdn-purge-provider", "EDGECACHE_CDN_PURGE_TOKEN"):  # fmt: skip
         assert flag in text

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from edgecache.core.admission import AdmissionPolicy
 from edgecache.lab.policies import (
     FIFO,
     LFU,
@@ -123,7 +124,7 @@ def test_ttl_expires_and_does_not_evict():
 
 
 def test_w_tinylfu_keeps_the_frequent_key_against_new_ones():
-    policy = WTinyLFU(2, entries=2)  # window 1, main 1
+    policy = WTinyLFU(2, entries=2)  # window 0 (the newest key stays there until the next add), main 2
     # 1 ×3 (estimated frequency 3); 2 pushes 1 from the window into main; 3 pushes 2 out of the window: 2
     # (frequency 1) loses against main's victim 1 (frequency 3) and is dropped. LRU would have dropped 1.
     assert _hits(policy, [1, 1, 1, 2, 3, 1]) == [False, True, True, False, False, True]
@@ -160,12 +161,25 @@ def test_admission_policies_resist_a_scan(policy_class):
             assert kept >= expect_kept
 
 
-def test_w_tinylfu_sketch_ages():
-    policy = WTinyLFU(10, entries=10)  # sample period: 100 accesses
-    _hits(policy, [7] * 90)
-    assert policy.sketch.frequency(7) == 15 + 1  # saturated counters, plus the doorkeeper
-    _hits(policy, [8] * 10)  # the 100th access halves every counter and clears the doorkeeper
-    assert policy.sketch.frequency(7) == 7
+def test_w_tinylfu_is_the_shipped_policy_with_a_fixed_window():
+    """The lab's W-TinyLFU is core.admission's policy with adaptation off (its sketch, aging and admission
+    are tested in tests/core/test_admission.py): the window stays at 1 % while the shipped L1's moves, and
+    the hits are those of ``AdmissionPolicy(adaptive=False)`` driven directly."""
+    trace = generate(TraceSpec(keys=2000, requests=30_000, alpha=0.9, seed=1))
+    fixed, adaptive = WTinyLFU(200), Edgecache(200)
+    direct = AdmissionPolicy(200, adaptive=False)
+    fixed_hits = sum(_hits(fixed, trace.keys))
+    _hits(adaptive, trace.keys)
+    direct_hits = 0
+    for key in map(str, trace.keys):
+        if direct.touch(key):
+            direct_hits += 1
+        else:
+            direct.add(key, 1)
+    assert fixed_hits == direct_hits
+    assert fixed.policy.window_capacity == 2  # 1 % of 200
+    assert isinstance(adaptive.l1, AdmissionPolicy)
+    assert adaptive.l1.window_capacity != 2  # the ghosts moved the shipped window
 
 
 def test_edgecache_adapter_drives_the_shipped_l1():

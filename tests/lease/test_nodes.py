@@ -12,7 +12,6 @@ import contextlib
 import re
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -20,32 +19,27 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from starlette.types import Receive, Scope, Send
 
-from edgecache import Cache, CacheInterceptor, Settings
 from edgecache.lease import LeaseOutcome, Leases
 from edgecache.observe.prometheus import CacheCollector
 from edgecache.stores.redis import RedisStore
 from tests.redis_server import RedisServer
-from tests.shared.test_invalidation import (
+from tests.shared.nodes import (
     ACROSS_DEPLOYMENTS,
-    BASE_URL,
-    CHECK_INTERVAL,
-    HEARTBEAT,
     WITHIN,
     Deployment,
     Node,
+    NodeFactory,
     Origin,
-    OriginSpy,
+    deployment_for,
     digest_of,
     eventually,
+    nodes,
+    open_raw,
     status,
 )
 
 LEASE_WAIT = 5.0
 COLLAPSED_BY_LEASE = re.compile(r"edgecache; fwd=uri-miss; ttl=\d+; collapsed; detail=lease")
-
-
-class NodeFactory(Protocol):
-    async def __call__(self, name: str, **options: Any) -> Node: ...
 
 
 @pytest.fixture
@@ -60,67 +54,21 @@ def origin() -> Origin:
 
 @pytest.fixture
 def deployment(request: pytest.FixtureRequest) -> Deployment:
-    """The Redis the nodes share: the session's standalone server unless parametrized (flushed either way)."""
-    kind = getattr(request, "param", "standalone")
-    if kind == "cluster":
-        cluster = request.getfixturevalue("redis_cluster")
-        cluster.reset()
-        return Deployment(kind, cluster.url, {"redis_cluster": True})
-    if kind == "sentinel":
-        sentinel = request.getfixturevalue("redis_sentinel")
-        sentinel.reset()
-        return Deployment(kind, sentinel.url, {})
-    return Deployment(kind, request.getfixturevalue("redis_url"), {})
+    return deployment_for(request)
 
 
 @pytest.fixture
 async def raw(deployment: Deployment) -> AsyncIterator[Redis | RedisCluster]:
     """A plain client, as another (crashed or stuck) node would have used."""
-    client = deployment.client()
-    try:
+    async with open_raw(deployment) as client:
         yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
 async def make_node(deployment: Deployment, namespace: str, origin: Origin) -> AsyncIterator[NodeFactory]:
-    made: list[Node] = []
-
-    async def make(name: str, **options: Any) -> Node:
-        settings = Settings.load(
-            {
-                "redis_url": deployment.url,
-                "namespace": namespace,
-                "default_ttl": 60,
-                "subscriber_heartbeat": HEARTBEAT,
-                "generation_check_interval": CHECK_INTERVAL,
-                "redis_timeout": 0.5,
-                "coalesce_across_nodes": True,
-                "lease_ttl": 1.5,
-                "lease_wait": LEASE_WAIT,
-                **deployment.options,
-                **options,
-            },
-            environ={},
-        )
-        cache = Cache(settings)
-        spy = OriginSpy(origin.app)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=CacheInterceptor(spy, cache=cache)), base_url=BASE_URL
-        )
-        node = Node(name, cache, spy, client)
-        made.append(node)
-        assert await cache.start_and_wait(within=WITHIN), f"{name}: shared tier not ready"
-        return node
-
-    try:
+    options = {"coalesce_across_nodes": True, "lease_ttl": 1.5, "lease_wait": LEASE_WAIT}
+    async with nodes(deployment, namespace, origin, **options) as make:
         yield make
-    finally:
-        await asyncio.sleep(0.05)  # see tests/shared/test_invalidation.py: let due timers run first
-        for node in made:
-            await node.client.aclose()
-            await node.cache.aclose()
 
 
 def lease_samples(node: Node) -> dict[tuple[str, str | None], float]:

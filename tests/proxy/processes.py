@@ -1,4 +1,4 @@
-"""`edgecache proxy` as a child process on free loopback ports, stopped by its PID."""
+"""`edgecache proxy` as a child process: run to its end, or on free loopback ports and stopped by its PID."""
 
 from __future__ import annotations
 
@@ -11,6 +11,19 @@ import time
 import httpx
 
 from tests.servers import ROOT, free_port
+
+
+def run_proxy_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``edgecache proxy ARGS`` run to its end (at most 30 s), with ``env`` on top of this environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgecache.cli", "proxy", *args],
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 class ProxyProcess:

@@ -18,24 +18,12 @@ import pytest
 
 from edgecache.cli import _proxy_sources, build_parser
 from edgecache.config import OPTION_NAMES, SECRET_OPTIONS, ConfigError, Settings, first_value
-from tests.proxy.processes import ProxyProcess
+from tests.proxy.processes import ProxyProcess, run_proxy_cli
 from tests.servers import ROOT, UvicornServer, free_port
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgecache.cli", "proxy", *args],
-        cwd=ROOT,
-        check=False,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-
-
 def test_help_documents_each_flag_with_its_default_and_environment_variable() -> None:
-    done = _cli("--help")
+    done = run_proxy_cli("--help")
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
     for env in (
@@ -82,7 +70,7 @@ def test_help_documents_every_option_its_variable_and_its_default() -> None:
         text = " ".join((action.help or "").split())
         assert f"$EDGECACHE_{action.dest.upper()}" in text, action.dest
         assert "default" in text or "required" in text, action.dest
-    done = _cli("--help")
+    done = run_proxy_cli("--help")
     text = " ".join(done.stdout.split())
     assert "--stale-if-error" in text and "top-level key" in text
     for secret in SECRET_OPTIONS:  # no flag (it would show in `ps`), only its variable
@@ -166,13 +154,13 @@ def test_bad_config_files_exit_2_naming_the_file_and_key(tmp_path: Path, text: s
     base = {"upstream": '"http://127.0.0.1:9"', "listen": '"127.0.0.1:0"'}
     lines = [f"{key} = {value}\n" for key, value in base.items() if not text.startswith(key)]
     path.write_text("".join(lines) + text, encoding="utf-8")
-    done = _cli("--config", str(path), "--admin-listen", "127.0.0.1:0")
+    done = run_proxy_cli("--config", str(path), "--admin-listen", "127.0.0.1:0")
     assert done.returncode == 2, done.stderr
     assert f"config file {path}" in done.stderr and named in done.stderr
 
 
 def test_a_missing_config_file_exits_2(tmp_path: Path) -> None:
-    done = _cli("--config", str(tmp_path / "absent.toml"), *BASE)
+    done = run_proxy_cli("--config", str(tmp_path / "absent.toml"), *BASE)
     assert done.returncode == 2
     assert f"config file {tmp_path / 'absent.toml'}: cannot read it" in done.stderr
 
@@ -214,7 +202,7 @@ BASE = ["--upstream", "http://127.0.0.1:9", "--listen", "127.0.0.1:0", "--admin-
     ],
 )
 def test_bad_values_exit_2_naming_the_flag(args: list[str], env: dict[str, str], named: str) -> None:
-    done = _cli(*args, env=env)
+    done = run_proxy_cli(*args, env=env)
     assert done.returncode == 2, done.stderr
     assert named in done.stderr
 

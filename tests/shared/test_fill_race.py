@@ -14,29 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 
-from edgecache import Cache, CacheInterceptor, Settings
 from edgecache.core.entry import CacheObject, StoredResponse
 from edgecache.core.invalidation import Invalidation
 from edgecache.stores.redis import RedisStore
-from tests.redis_server import LocalCluster, RedisServer
-from tests.shared.test_invalidation import (
-    BASE_URL,
-    CHECK_INTERVAL,
-    HEARTBEAT,
+from tests.redis_server import RedisServer
+from tests.shared.nodes import (
     RECONNECT_WITHIN,
     WITHIN,
+    Deployment,
     Node,
+    NodeFactory,
     Origin,
-    OriginSpy,
+    deployment_for,
     digest_of,
     eventually,
+    nodes,
     status,
 )
 
@@ -147,60 +145,23 @@ async def assert_old_content_gone(a: Node, b: Node, purge: Purge) -> None:
 # ----------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=["standalone"])
-def redis_for_nodes(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    if request.param == "cluster":
-        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
-        cluster.reset()
-        return cluster.url, {"redis_cluster": True}
-    return request.getfixturevalue("redis_url"), {}
-
-
-NodeMaker = Callable[..., Awaitable[Node]]
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    return deployment_for(request)
 
 
 @pytest.fixture
-async def make_node(
-    redis_for_nodes: tuple[str, dict[str, Any]], origin: Origin, namespace: str
-) -> AsyncIterator[NodeMaker]:
-    url, deployment_options = redis_for_nodes
-    made: list[Node] = []
-
-    async def make(name: str, redis_url: str | None = None) -> Node:
-        settings = Settings.load(
-            {
-                "redis_url": redis_url or url,
-                "namespace": namespace,
-                "default_ttl": 60,
-                "subscriber_heartbeat": HEARTBEAT,
-                "generation_check_interval": CHECK_INTERVAL,
-                "redis_timeout": 0.5,
-                **deployment_options,
-            },
-            environ={},
-        )
-        cache = Cache(settings)
-        spy = OriginSpy(origin.app)
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=CacheInterceptor(spy, cache=cache)), base_url=BASE_URL
-        )
-        node = Node(name, cache, spy, client)
-        made.append(node)
-        assert await cache.start_and_wait(within=WITHIN), f"{name}: shared tier not ready"
-        return node
-
-    try:
-        yield make
-    finally:
-        for gate in OPEN_GATES:
-            gate.set()
-        OPEN_GATES.clear()
-        for path in list(origin.gates):
-            origin.gates[path].set()
-        await asyncio.sleep(0.05)  # see test_invalidation.make_node
-        for node in made:
-            await node.client.aclose()
-            await node.cache.aclose()
+async def make_node(deployment: Deployment, origin: Origin, namespace: str) -> AsyncIterator[NodeFactory]:
+    async with nodes(deployment, namespace, origin) as make:
+        try:
+            yield make
+        finally:
+            # Before the nodes close: a gate a failed test left shut would hang their teardown.
+            for gate in OPEN_GATES:
+                gate.set()
+            OPEN_GATES.clear()
+            for path in list(origin.gates):
+                origin.gates[path].set()
 
 
 @pytest.fixture
@@ -214,7 +175,7 @@ def namespace() -> str:
 
 
 @pytest.fixture
-async def pair(make_node: NodeMaker) -> tuple[Node, Node]:
+async def pair(make_node: NodeFactory) -> tuple[Node, Node]:
     return await make_node("a"), await make_node("b")
 
 
@@ -260,9 +221,9 @@ async def test_a_message_that_arrives_before_the_fill_completes_stops_its_store(
 
 
 @pytest.mark.parametrize(
-    ("redis_for_nodes", "kind"),
+    ("deployment", "kind"),
     [*(("standalone", kind) for kind in KINDS), ("cluster", "tag"), ("cluster", "prefix")],
-    indirect=["redis_for_nodes"],
+    indirect=["deployment"],
 )
 async def test_a_write_that_landed_before_the_message_is_deleted_again_when_it_arrives(
     pair: tuple[Node, Node], origin: Origin, kind: str
@@ -393,7 +354,7 @@ def deaf_user(redis_server: RedisServer, redis_url: str) -> Iterator[tuple[str, 
 
 
 async def test_a_node_that_cannot_hear_invalidations_writes_nothing_to_l2(
-    make_node: NodeMaker, origin: Origin, deaf_user: tuple[str, Callable[[bool], None]]
+    make_node: NodeFactory, origin: Origin, deaf_user: tuple[str, Callable[[bool], None]]
 ) -> None:
     url, hear = deaf_user
     a, b = await make_node("a", redis_url=url), await make_node("b")
