@@ -49,9 +49,8 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import RedisError
 
 from edgecache.bus.redis import (
-    STOP_ATTEMPTS,
-    STOP_WAIT,
     InvalidationSubscriber,
+    cancel_until_done,
     publish_event,
     publish_invalidation,
     pubsub_client_factory,
@@ -152,16 +151,10 @@ class SharedTier:
 
     async def aclose(self) -> None:
         watcher = self._watcher
-        if watcher is not None:
-            # As for the subscriber: redis-py can swallow a cancellation (Python 3.11), and the watcher then
-            # loops on; cancel again until it ends, bounded, so that shutdown never hangs on it.
-            for _ in range(STOP_ATTEMPTS):
-                if watcher.done():
-                    break
-                watcher.cancel()
-                await asyncio.wait({watcher}, timeout=STOP_WAIT)
-            if not watcher.done():
-                logger.error("edgecache: generation watcher did not stop; abandoning it")
+        # As for the subscriber: redis-py can swallow a cancellation (Python 3.11), and the watcher then
+        # loops on; cancel again until it ends, bounded, so that shutdown never hangs on it.
+        if watcher is not None and await cancel_until_done({watcher}):
+            logger.error("edgecache: generation watcher did not stop; abandoning it")
         await self.subscriber.stop()
         await self.store.flush_writes()
 
