@@ -20,8 +20,8 @@ its own business. ``now`` (seconds) is read by the TTL policy only. Keys are int
   of keys evicted from small (as much weight as main holds). An object accessed again while in small moves
   to main; main reinserts objects whose 2-bit counter is non-zero, decrementing it; a miss on a ghost key
   goes straight to main.
-- ``edgecache``: the L1 this build of edgecache ships: ``edgecache.core.admission.AdmissionPolicy`` when it
-  exists, otherwise the memory store's plain LRU (cachetools ``LRUCache``).
+- ``edgecache``: the L1 this build of edgecache ships, ``edgecache.core.admission.AdmissionPolicy`` (the
+  memory store's admission and eviction), driven through its ``touch``/``add``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import heapq
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
+
+from edgecache.core.admission import AdmissionPolicy
 
 
 class Policy(Protocol):
@@ -238,46 +240,8 @@ class _L1(Protocol):
     def add(self, key: str, weight: int) -> list[str]: ...
 
 
-class _CachetoolsLRU:
-    """The memory store's L1 before it had an admission policy: cachetools' ``LRUCache``, weighted."""
-
-    def __init__(self, capacity: int) -> None:
-        from cachetools import LRUCache  # noqa: PLC0415
-
-        evicted: list[str] = []
-        self._evicted = evicted
-
-        class _Recording(LRUCache[str, int]):
-            def popitem(self) -> tuple[str, int]:
-                item = super().popitem()
-                evicted.append(item[0])
-                return item
-
-        self._cache = _Recording(maxsize=capacity, getsizeof=lambda weight: weight)
-
-    def touch(self, key: str) -> bool:
-        cache = self._cache
-        if key in cache:
-            cache[key]  # a read is what moves it to the recent end
-            return True
-        return False
-
-    def add(self, key: str, weight: int) -> list[str]:
-        self._evicted.clear()
-        self._cache[key] = weight
-        return list(self._evicted)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._cache
-
-
 def shipped_l1(capacity: int) -> tuple[_L1, str]:
     """The L1 policy of this build and a short description of it."""
-    try:
-        # (absent before the admission policy ships; the ignore is for builds without it)
-        from edgecache.core.admission import AdmissionPolicy  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-    except ImportError:
-        return _CachetoolsLRU(capacity), "cachetools LRU"
     return AdmissionPolicy(capacity), "W-TinyLFU, adaptive window (edgecache.core.admission)"
 
 
@@ -310,9 +274,6 @@ class WTinyLFU(_StrKeyed):
     name = "w-tinylfu"
 
     def __init__(self, capacity: int, **_: object) -> None:
-        # (imported here, as in shipped_l1: the lab module still imports on a build without it)
-        from edgecache.core.admission import AdmissionPolicy  # noqa: PLC0415
-
         self.policy = AdmissionPolicy(capacity, adaptive=False)
         super().__init__(capacity, self.policy)
 

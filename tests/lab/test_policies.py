@@ -190,7 +190,5 @@ def test_edgecache_adapter_drives_the_shipped_l1():
     a = sum(_hits(ours, trace.keys))
     b = sum(_hits(lru, trace.keys))
     assert ours.description == description
-    if description == "cachetools LRU":  # before the admission policy: the same hits as LRU
-        assert a == b
-    else:
-        assert a > b
+    assert description.startswith("W-TinyLFU")
+    assert a > b
