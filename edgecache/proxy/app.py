@@ -107,14 +107,12 @@ def check_request(scope: Scope, limits: Limits) -> tuple[int, str] | None:
     headers: RawHeaders = scope["headers"]
     if len(headers) > limits.max_header_count:
         return 431, "too many header fields"
-    if sum(len(k) + len(v) + 4 for k, v in headers) > limits.max_header_bytes:
-        return 431, "header fields too large"
-    if len(scope.get("raw_path") or b"") + len(scope.get("query_string", b"")) > limits.max_target:
-        return 414, "request target too long"
+    header_bytes = 0
     hosts = 0
     lengths: set[bytes] = set()
     codings: list[bytes] | None = None
-    for name, value in headers:
+    for name, value in headers:  # one pass over the fields: this runs for every proxied request
+        header_bytes += len(name) + len(value) + 4
         lname = name.lower()
         if lname == b"host":
             hosts += 1
@@ -123,6 +121,10 @@ def check_request(scope: Scope, limits: Limits) -> tuple[int, str] | None:
         elif lname == b"transfer-encoding":
             codings = codings or []
             codings.extend(c.strip().lower() for c in value.split(b",") if c.strip())
+    if header_bytes > limits.max_header_bytes:
+        return 431, "header fields too large"
+    if len(scope.get("raw_path") or b"") + len(scope.get("query_string", b"")) > limits.max_target:
+        return 414, "request target too long"
     if hosts > 1:
         return 400, "more than one Host field"
     if hosts == 0 and scope.get("http_version") == "1.1":
