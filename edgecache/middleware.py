@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,6 +63,14 @@ _KEY_MEMO_MAX_BYTES = 512
 _PLAIN_HIT_EXCLUDES = frozenset(
     {"if-none-match", "if-modified-since", "if-range", "range", "content-length", "transfer-encoding"}
 )
+
+
+class PlainHit(NamedTuple):
+    """A hit answered without the full path: what to send (the body is empty for HEAD)."""
+
+    status: int
+    headers: RawHeaders  # the same list object for every hit on an entry within one second of its age
+    body: bytes
 
 
 class CacheInterceptor:
@@ -141,38 +149,72 @@ class CacheInterceptor:
         Equivalent to the full path for a GET/HEAD without conditionals, ranges, body, cookies,
         authorization or request directives, whose stored response has no Vary and is fresh.
         """
+        key = self._plain_key(scope)
+        if key is None:
+            return False
+        get_nowait = self._get_nowait
+        entry = get_nowait(key.digest) if get_nowait is not None else await self.cache.store.get(key.digest)
+        hit = self._plain_answer(scope, key, entry)
+        if hit is None:
+            return False
+        await send({"type": "http.response.start", "status": hit.status, "headers": hit.headers})
+        await send({"type": "http.response.body", "body": hit.body})
+        return True
+
+    def hit_nowait(self, scope: Scope) -> PlainHit | None:
+        """The plain hit of ``_plain_hit`` without the ASGI round trip, for a server that writes it itself
+        (the proxy's listener answers L1 hits from its protocol): None when the request needs the full path
+        (then call the middleware as usual). Counts the hit; the caller must send exactly what it returns.
+        """
+        if (
+            not self._started
+            or not self._plain_hits
+            or self._shadow is not None
+            or self._get_nowait is None
+            or scope["method"] not in ("GET", "HEAD")
+        ):
+            return None
+        key = self._plain_key(scope)
+        if key is None:
+            return None
+        return self._plain_answer(scope, key, self._get_nowait(key.digest))
+
+    def _plain_key(self, scope: Scope) -> CacheKey | None:
+        """The key of a plain GET/HEAD, or None when a request field sends it down the full path."""
         host = None
         excludes = self._plain_excludes
         for name, value in scope["headers"]:
             if name in excludes or not name.islower():
-                return False  # upper-case names are unusual enough to leave to the full path
+                return None  # upper-case names are unusual enough to leave to the full path
             if name == b"host":
                 host = value
         if self._key_host is not None:
             host = self._key_host
         elif host is None:
-            return False
-        cache = self.cache
+            return None
         path = scope.get("raw_path") or scope["path"].encode("utf-8")
         memo_key = (scope.get("scheme", "http"), host, path, scope.get("query_string", b""))
         key = self._keys.get(memo_key)
         if key is None:
-            query = cache.query_filter.apply(memo_key[3])
+            query = self.cache.query_filter.apply(memo_key[3])
             key = primary_key(uri_components(memo_key[0], host.decode("latin-1"), path, query))
             if len(self._keys) >= _KEY_MEMO_ENTRIES:
                 self._keys.clear()
             if len(path) + len(memo_key[3]) + len(host) <= _KEY_MEMO_MAX_BYTES:
                 self._keys[memo_key] = key
-        get_nowait = self._get_nowait
-        entry = get_nowait(key.digest) if get_nowait is not None else await cache.store.get(key.digest)
+        return key
+
+    def _plain_answer(self, scope: Scope, key: CacheKey, entry: CacheObject | None) -> PlainHit | None:
+        """The response to send for ``entry`` when it is a fresh, Vary-less stored response of ``key``."""
         if type(entry) is not StoredResponse or entry.key != key.canonical or entry.vary:
-            return False
+            return None
+        cache = self.cache
         now = cache.clock()
         freshness = entry.freshness
         age = entry.corrected_initial_age + max(0.0, now - entry.response_time)
         ttl = freshness.lifetime - age
         if ttl <= 0 or freshness.no_cache:
-            return False
+            return None
         if cache.listeners:
             cache.report_hit(Reason.L1, ttl, scope["method"])
         else:
@@ -190,9 +232,7 @@ class CacheInterceptor:
                 (b"cache-status", render_hit(ttl, Reason.L1)),
             ]
             memo[:] = (whole_age, headers)
-        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
-        await send({"type": "http.response.body", "body": entry.body if scope["method"] == "GET" else b""})
-        return True
+        return PlainHit(entry.status, headers, entry.body if scope["method"] == "GET" else b"")
 
 
 def _has_body(fields: Fields) -> bool:

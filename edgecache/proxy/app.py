@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edgecache.core.keys import path_tag, prefix_tags, uri_components, uri_tag
 from edgecache.engine import Cache
-from edgecache.middleware import SCOPE_KEY
+from edgecache.middleware import SCOPE_KEY, PlainHit
 from edgecache.proxy.transport import EdgeTransport
 from edgecache.proxy.upstreams import (
     DEFAULT_BREAKER_FAILURES,
@@ -212,6 +212,18 @@ class RequestGuard:
             if started:
                 raise  # the server aborts the connection; its log record is filtered (proxy.server)
             await send_simple(send, 502, "bad response from upstream", close=True, retry_after=True)
+
+    def hit_nowait(self, scope: Scope) -> PlainHit | None:
+        """The cache's plain hit for a request this guard accepts as it is (``CacheInterceptor.hit_nowait``),
+        for the listener's fast path; None when the request must be called through the ASGI app."""
+        hit_nowait = getattr(self.app, "hit_nowait", None)
+        if (
+            hit_nowait is None
+            or scope.get("raw_path", b"/")[:1] != b"/"
+            or check_request(scope, self.limits) is not None
+        ):
+            return None
+        return hit_nowait(scope)  # type: ignore[no-any-return]
 
 
 _ABSOLUTE_FORM: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")

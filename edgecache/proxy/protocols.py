@@ -7,6 +7,13 @@
   a method llhttp does not know is handed, from that request on, to uvicorn's h11 protocol, which replays
   the bytes received so far. Known methods keep httptools' speed; unknown ones are forwarded like any other.
 
+The httptools protocol answers a plain L1 hit itself (``fast_hit``): when the request head is complete, a
+GET/HEAD that the guard accepts and that ``CacheInterceptor.hit_nowait`` answers is written straight to the
+socket, without the ASGI request cycle, its task and its messages; every other request takes the ASGI path
+unchanged. The bytes are the ones uvicorn would write for the same response (the hit path of the middleware
+builds them), so a client cannot tell the two apart; the shortcut only saves the per-request machinery,
+which is most of the cost of a hit in a Python server.
+
 Both bound a request head *while it arrives* (llhttp has no limit of its own, so uvicorn would gather a
 header line of any length in memory; h11's own limit answers 400): a request target longer than
 ``max_target`` answers 414, a head larger than the target and ``max_header_bytes`` together (plus a little)
@@ -17,20 +24,32 @@ of the fields, the target), whatever the server.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, ClassVar, Final, Literal
 
 import h11
 import httptools
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+)
 from uvicorn.server import ServerState
 
+from edgecache.core.entry import RawHeaders
+from edgecache.middleware import PlainHit
 from edgecache.proxy.app import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_TARGET
+
+FastHit = Callable[[dict[str, Any]], PlainHit | None]
 
 HttpParser = Literal["auto", "httptools", "h11"]
 HTTP_PARSERS: Final[tuple[HttpParser, ...]] = ("auto", "httptools", "h11")
 _HEAD_SLACK: Final = 4096  # method, version and line ends on top of the target and the header fields
+_WIRE_MEMO_ENTRIES: Final = 4096
+_FAST_METHODS: Final = frozenset({b"GET", b"HEAD"})
 
 
 def refuse(transport: asyncio.Transport, status: int, text: str) -> None:
@@ -39,6 +58,28 @@ def refuse(transport: asyncio.Transport, status: int, text: str) -> None:
     head = b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
     transport.write(STATUS_LINE[status] + head % len(body) + body)
     transport.close()
+
+
+def response_head(status: int, headers: RawHeaders, body: bytes | None, *, close: bool) -> bytes | None:
+    """The status line and header section uvicorn writes for this response, ``connection: close`` added
+    when the connection ends after it; None when uvicorn would refuse to write it (a bad field name or
+    value). A response without Content-Length gets one for ``body`` (uvicorn would chunk it: the same
+    message); ``body`` None (HEAD) adds none, as uvicorn."""
+    content = [STATUS_LINE[status]]
+    length = body is None
+    for name, value in headers:
+        if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+            return None
+        lower = name.lower()
+        if lower == b"content-length":
+            length = True
+        content.extend((lower, b": ", value, b"\r\n"))
+    if not length:
+        content.append(b"content-length: %d\r\n" % len(body or b""))
+    if close:
+        content.append(b"connection: close\r\n")
+    content.append(b"\r\n")
+    return b"".join(content)
 
 
 class ProxyH11Protocol(H11Protocol):
@@ -62,6 +103,12 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
     h11_fallback: ClassVar[type[H11Protocol] | None] = ProxyH11Protocol
     max_target: ClassVar[int] = DEFAULT_MAX_TARGET
     max_header_bytes: ClassVar[int] = DEFAULT_MAX_HEADER_BYTES
+    # A staticmethod in the class (set by protocol_class), so that it is not bound to the protocol.
+    fast_hit: ClassVar[staticmethod[[dict[str, Any]], PlainHit | None] | None] = None
+    # (id(headers), method, close) -> (headers, encoded head): PlainHit gives the same headers list for
+    # every hit on an entry within a second of its age, so it is encoded once. The list is held here, so
+    # its id cannot be reused while the memo entry lives. Shared by the connections of one listener.
+    wire_heads: ClassVar[dict[tuple[int, bytes, bool], tuple[RawHeaders, bytes | None]]]
 
     def __init__(
         self,
@@ -80,6 +127,7 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
         self._head_received = 0  # bytes read while this request's head was incomplete
         self._target_bytes = 0
         self._refusal: tuple[int, str] | None = None
+        self._answered = False  # the current request was answered by the fast path (no ASGI cycle)
 
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
@@ -154,15 +202,70 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self.fast_hit is not None and self._answer_hit(self.fast_hit):
+            self._answered = True
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._answered:  # a fast-path request has no body (a body sends it down the full path)
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._idle = True
+        if self._answered:
+            self._answered = False
+            return
         super().on_message_complete()
 
+    def _answer_hit(self, fast_hit: FastHit) -> bool:
+        """Write the response to a plain L1 hit now; False (nothing done) when it needs the ASGI path."""
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete) or self.flow.write_paused:
+            return False  # an earlier response is still being written (pipelining) or the client is slow
+        method = self.parser.get_method()
+        if method not in _FAST_METHODS or self.parser.should_upgrade():
+            return False
+        scope = self.scope
+        scope["method"] = method.decode("ascii")
+        http_version = self.parser.get_http_version()
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        url = httptools.parse_url(self.url)
+        scope["raw_path"] = self.root_path.encode("ascii") + url.path
+        scope["query_string"] = url.query or b""
+        hit = fast_hit(scope)  # type: ignore[arg-type]
+        if hit is None:
+            return False  # uvicorn's on_headers_complete rebuilds the scope from the same parse
+        close = http_version == "1.0" or not self.parser.should_keep_alive()
+        heads = self.wire_heads
+        memo_key = (id(hit.headers), method, close)
+        memo = heads.get(memo_key)
+        if memo is not None and memo[0] is hit.headers:
+            head = memo[1]
+        else:
+            if len(heads) >= _WIRE_MEMO_ENTRIES:
+                heads.clear()
+            head = response_head(hit.status, hit.headers, hit.body if method == b"GET" else None, close=close)
+            heads[memo_key] = (hit.headers, head)
+        if head is None:
+            # What uvicorn does with a field it may not write: the response is abandoned, the connection
+            # closed (the ASGI path would get there by an exception in the app).
+            self.logger.error("edgecache proxy: a cached response has a field that cannot be written")
+            self.transport.close()
+            return True
+        self.transport.write(head + hit.body)
+        if close:
+            self.transport.close()
+        self.on_response_complete()
+        return True
 
-def protocol_class(http: HttpParser, *, max_target: int, max_header_bytes: int) -> type[asyncio.Protocol]:
-    """The uvicorn protocol class for ``http`` with these head limits (``ValueError`` for a bad choice)."""
+
+def protocol_class(
+    http: HttpParser, *, max_target: int, max_header_bytes: int, fast_hit: FastHit | None = None
+) -> type[asyncio.Protocol]:
+    """The uvicorn protocol class for ``http`` with these head limits (``ValueError`` for a bad choice);
+    ``fast_hit`` answers plain hits on the httptools protocol (see the module docstring)."""
     if http not in HTTP_PARSERS:
         raise ValueError(f"http must be one of {', '.join(HTTP_PARSERS)}, got {http!r}")
     max_head = max_target + max_header_bytes + _HEAD_SLACK
@@ -170,9 +273,11 @@ def protocol_class(http: HttpParser, *, max_target: int, max_header_bytes: int) 
     h11_class = type("ProxyH11Protocol", (ProxyH11Protocol,), {"max_head": max_head})
     if http == "h11":
         return h11_class
-    attributes = {
+    attributes: dict[str, Any] = {
         "h11_fallback": h11_class if http == "auto" else None,
         "max_target": max_target,
         "max_header_bytes": max_header_bytes,
+        "fast_hit": staticmethod(fast_hit) if fast_hit is not None else None,
+        "wire_heads": {},
     }
     return type("ProxyHttpToolsProtocol", (ProxyHttpToolsProtocol,), attributes)

@@ -140,7 +140,10 @@ class ProxyServer:
         self.shutdown_timeout = shutdown_timeout
         self.http = http
         self.protocol = protocol_class(
-            http, max_target=self.limits.max_target, max_header_bytes=self.limits.max_header_bytes
+            http,
+            max_target=self.limits.max_target,
+            max_header_bytes=self.limits.max_header_bytes,
+            fast_hit=self.app.hit_nowait,
         )
         logging.getLogger("uvicorn.error").addFilter(_ABORTED_RESPONSES)
         self.log_level = log_level

@@ -118,11 +118,16 @@ MakeProxy = Callable[..., Awaitable[RunningProxy]]
 async def make_proxy(upstream: RunningUpstream) -> AsyncIterator[MakeProxy]:
     started: list[ProxyServer] = []
 
-    async def make(upstream_url: str | None = None, **options: Any) -> RunningProxy:
+    async def make(
+        upstream_url: str | None = None, prepare: Callable[[ProxyServer], Any] | None = None, **options: Any
+    ) -> RunningProxy:
+        """A started proxy; ``prepare`` gets the server before it starts."""
         options.setdefault("read_timeout", 2.0)
         options.setdefault("connect_timeout", 1.0)
         options.setdefault("shutdown_timeout", 1.0)
         server = ProxyServer(upstream_url or upstream.url, ("127.0.0.1", 0), ("127.0.0.1", 0), **options)
+        if prepare is not None:
+            prepare(server)
         await server.start()
         started.append(server)
         return RunningProxy(server)

@@ -37,9 +37,9 @@ class RawConnection:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def response(self, within: float = 5.0) -> RawResponse:
+    async def response(self, within: float = 5.0, *, head: bool = False) -> RawResponse:
         async with asyncio.timeout(within):
-            return await read_response(self.reader)
+            return await read_response(self.reader, head=head)
 
     async def closed(self, within: float = 5.0) -> bool:
         """Whether the server closes the connection (EOF or reset) with nothing more to read."""
@@ -55,16 +55,17 @@ class RawConnection:
             await self.writer.wait_closed()
 
 
-async def read_response(reader: asyncio.StreamReader) -> RawResponse:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+async def read_response(reader: asyncio.StreamReader, *, head: bool = False) -> RawResponse:
+    """The next response; ``head``: it answers a HEAD request (a head only, whatever its fields say)."""
+    section = await reader.readuntil(b"\r\n\r\n")
+    lines = section.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
     fields: dict[str, list[str]] = {}
     for line in lines[1:]:
         if line:
             name, _, value = line.partition(":")
             fields.setdefault(name.strip().lower(), []).append(value.strip())
-    if 100 <= status < 200 or status in (204, 304):
+    if head or 100 <= status < 200 or status in (204, 304):
         return RawResponse(status, fields, b"", True)
     if "content-length" in fields:
         length = int(fields["content-length"][0])

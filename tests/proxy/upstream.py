@@ -1,6 +1,7 @@
 """A real upstream for the proxy tests: a pure-ASGI app served by uvicorn on 127.0.0.1.
 
-Routes: ``/cacheable`` (max-age=60), ``/plain`` (no freshness), ``/big`` (5 MB streamed; ``?gated=1`` waits
+Routes: ``/cacheable`` (max-age=60), ``/chunked`` (max-age=60, two body messages and no
+Content-Length: chunked on the wire), ``/plain`` (no freshness), ``/big`` (5 MB streamed; ``?gated=1`` waits
 for ``gate`` after the first chunk), ``/upload`` (counts a streamed body; sets ``first_chunk``),
 ``/slow?s=N``, ``/headers`` (hop-by-hop fields, its own Date and Server), ``/who`` (its name, for any
 method; no freshness), ``/who-cached`` (its name; max-age=60, stale-if-error=300), ``/login`` (sets a
@@ -53,6 +54,11 @@ class Upstream:
             await _text(send, "ok" if self.healthy else "sick", status=status)
         elif path == "/cacheable":
             await _text(send, f"cached {self.hits[path]}", [(b"cache-control", b"max-age=60")])
+        elif path == "/chunked":
+            headers = [(b"content-type", b"text/plain"), (b"cache-control", b"max-age=60")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"chunked ", "more_body": True})
+            await send({"type": "http.response.body", "body": b"%d" % self.hits[path]})
         elif path == "/plain":
             await _text(send, f"plain {self.hits[path]}")
         elif path == "/login":
