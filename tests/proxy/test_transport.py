@@ -573,7 +573,7 @@ async def test_broken_responses(raw, transport, behaviour: str, error: type[Exce
 
 async def test_proxy_uses_the_transport_by_default_and_on_a_real_upstream(upstream: RunningUpstream) -> None:
     app = ProxyApp(upstream.url)
-    assert isinstance(app.client._transport, EdgeTransport)
+    assert isinstance(app.transport, EdgeTransport)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://p") as http:
         responses = await asyncio.gather(*(http.get("/big") for _ in range(4)))
         echoed = await http.post("/echo", content=b"payload")
