@@ -15,7 +15,8 @@ Targets measured with ``wrk --latency -t1 -c<connections> -d<duration>s``, the o
 
 * hits: ``nginx /hit`` and ``edgecache /hit`` (before and after the load, each must answer from its cache:
   ``X-Cache-Status: HIT`` and ``Cache-Status: …; hit``), and for context ``upstream /hit``: the bare ASGI
-  app on the same uvicorn stack, the ceiling of any Python server here;
+  app on the same uvicorn stack, the cost of uvicorn's request cycle (which the proxy's fast path for
+  plain hits skips: see edgecache.proxy.protocols);
 * the miss path: ``upstream /miss`` directly, ``edgecache /miss`` and, for context, ``nginx /miss`` (every
   request reaches the upstream; the proxy and the upstream then share CPU 0, as a sidecar shares its pod).
   With ``--transport both`` (the default) a second proxy process on httpx's own transport
@@ -111,7 +112,7 @@ class Target:
 TARGETS = (
     Target("nginx_hit", "nginx proxy_cache, hit", "nginx", HIT_PATH, hit=True),
     Target("edgecache_hit", "edgecache proxy, hit", "edgecache", HIT_PATH, hit=True),
-    # The floor of the Python stack: the upstream itself is a bare ASGI app on the same uvicorn.
+    # uvicorn's request cycle alone: the upstream itself is a bare ASGI app on the same uvicorn.
     Target("upstream_hit", "upstream directly (bare ASGI, /hit)", "upstream", HIT_PATH, hit=False),
     Target("upstream_miss", "upstream directly (no-store)", "upstream", MISS_PATH, hit=False),
     Target("edgecache_miss", "edgecache proxy, miss (no-store)", "edgecache", MISS_PATH, hit=False),
