@@ -208,6 +208,26 @@ def test_window_shrinks_on_skewed_traffic_with_one_hit_wonders():
     assert policy.window_capacity < 5
 
 
+def test_growing_the_window_keeps_main_entries_that_are_still_hit():
+    # The window jumps from 1 % to the whole capacity (what adaptation does, in steps, on recency-biased
+    # traffic). Main then shrinks by losing its least recently used entries; the ones still being hit
+    # move to the window instead of being flushed with the idle ones (each flush would cost a miss).
+    policy = AdmissionPolicy(100, adaptive=False)
+    for round_ in range(5):
+        for i in range(100):
+            access(policy, f"cold{i}" if round_ < 4 else f"hot{i % 20}")
+    hot = [f"hot{i}" for i in range(20)]
+    assert all(key in policy for key in hot)
+    policy._resize_window(policy.capacity)
+    assert all(access(policy, key)[0] for key in hot)
+    misses = 0
+    for i in range(300):
+        access(policy, f"new{i}")
+        misses += not access(policy, hot[i % 20])[0]
+    assert misses == 0
+    assert policy.window_capacity == 99 and len(policy) == 100
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     capacity=st.integers(1, 30),
