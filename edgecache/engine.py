@@ -169,6 +169,15 @@ class Cache:
             return await store.get_tiered(key)
         return await store.get(key), Reason.L1
 
+    async def _read_for_update(self, key: str) -> CacheObject | None:
+        """``key``'s object, read to be rewritten: not a use of it (L1's admission counts requests)."""
+        store = self.store
+        if isinstance(store, TieredStore):
+            return (await store.get_tiered(key, count_use=False))[0]
+        if isinstance(store, MemoryStore):
+            return store.peek(key)
+        return await store.get(key)
+
     async def lookup(self, primary: CacheKey, request_fields: Fields) -> Lookup:
         found, tier = await self._get(primary.digest)
         if found is None:
@@ -206,7 +215,7 @@ class Cache:
         entry = replace(entry, key=variant.canonical)
         if not await self.store.set(variant.digest, entry):
             return False
-        index = await self.store.get(primary.digest)
+        index = await self._read_for_update(primary.digest)
         variants: list[str] = []
         if isinstance(index, VaryIndex) and index.vary == entry.vary and index.key == primary.canonical:
             variants = [v for v in index.variants if v != variant.digest]

@@ -95,10 +95,14 @@ class CacheInterceptor:
         self._started = False
         key_host = self.cache.settings.key_host
         self._key_host = key_host.encode("latin-1") if key_host is not None else None
-        # A store with a synchronous read (the memory L1) is read without a coroutine on the hit path.
-        self._get_nowait: Callable[[str], CacheObject | None] | None = getattr(
-            self.cache.store, "get_nowait", None
-        )
+        # A store with a synchronous read (the memory L1) is read without a coroutine on the hit path, and
+        # without counting a use: when the plain path declines, the full path reads (and counts) again, and
+        # the admission policy must see one access per request. A hit it serves is counted then.
+        store = self.cache.store
+        self._peek: Callable[[str], CacheObject | None] | None = getattr(store, "peek", None)
+        self._record_use: Callable[[str], None] | None = getattr(store, "record_use", None)
+        if self._record_use is None:
+            self._peek = None
         self._shadow = self.cache.shadow  # shadow mode (edgecache.shadow): one call per request when on
         # A bounded memo for the plain hit path: request URI parts → key.
         self._keys: dict[tuple[str, bytes, bytes, bytes], CacheKey] = {}
@@ -152,8 +156,8 @@ class CacheInterceptor:
         key = self._plain_key(scope)
         if key is None:
             return False
-        get_nowait = self._get_nowait
-        entry = get_nowait(key.digest) if get_nowait is not None else await self.cache.store.get(key.digest)
+        peek = self._peek
+        entry = peek(key.digest) if peek is not None else await self.cache.store.get(key.digest)
         hit = self._plain_answer(scope, key, entry)
         if hit is None:
             return False
@@ -170,14 +174,14 @@ class CacheInterceptor:
             not self._started
             or not self._plain_hits
             or self._shadow is not None
-            or self._get_nowait is None
+            or self._peek is None
             or scope["method"] not in ("GET", "HEAD")
         ):
             return None
         key = self._plain_key(scope)
         if key is None:
             return None
-        return self._plain_answer(scope, key, self._get_nowait(key.digest))
+        return self._plain_answer(scope, key, self._peek(key.digest))
 
     def _plain_key(self, scope: Scope) -> CacheKey | None:
         """The key of a plain GET/HEAD, or None when a request field sends it down the full path."""
@@ -215,6 +219,8 @@ class CacheInterceptor:
         ttl = freshness.lifetime - age
         if ttl <= 0 or freshness.no_cache:
             return None
+        if self._record_use is not None:
+            self._record_use(key.digest)
         if cache.listeners:
             cache.report_hit(Reason.L1, ttl, scope["method"])
         else:

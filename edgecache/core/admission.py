@@ -211,6 +211,11 @@ class AdmissionPolicy:
         return len(self._counts)
 
     @property
+    def accesses(self) -> int:
+        """Lookups recorded by ``touch`` so far (one per request a store serves or misses)."""
+        return self._ticks
+
+    @property
     def window_capacity(self) -> int:
         """The window's current share of the capacity, in weight units (moved by adaptation)."""
         return self._window_max

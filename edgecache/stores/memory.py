@@ -81,9 +81,15 @@ class MemoryStore:
         return value
 
     def peek(self, key: str) -> CacheObject | None:
-        """The live object under ``key`` without touching it: no use counted, no eviction (``explain``)."""
+        """The live object under ``key`` without touching it: no use counted, no eviction (``explain``,
+        and the plain hit path, which counts the use with ``record_use`` only when it serves the object:
+        otherwise the full path's ``get`` counts it, and a request must count once)."""
         value = self._objects.get(key)  # not through get_nowait: that touches the admission policy
         return value if value is not None and value.stored_until > self._clock() else None
+
+    def record_use(self, key: str) -> None:
+        """Count one access to ``key`` in the admission policy (after a ``peek`` that served it)."""
+        self._touch(key)
 
     async def set(self, key: str, value: CacheObject) -> bool:
         now = self._clock()

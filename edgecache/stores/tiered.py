@@ -131,13 +131,24 @@ class TieredStore:
             return None
         return self.l1.get_nowait(key)
 
+    def peek(self, key: str) -> CacheObject | None:
+        """L1's live object, no use counted (``MemoryStore.peek``); None also means "ask ``get``"."""
+        if self.l1_bypass:
+            return None
+        return self.l1.peek(key)
+
+    def record_use(self, key: str) -> None:
+        if not self.l1_bypass:
+            self.l1.record_use(key)
+
     async def get(self, key: str) -> CacheObject | None:
         return (await self.get_tiered(key))[0]
 
-    async def get_tiered(self, key: str) -> tuple[CacheObject | None, Reason]:
-        """The object and the tier that held it."""
+    async def get_tiered(self, key: str, *, count_use: bool = True) -> tuple[CacheObject | None, Reason]:
+        """The object and the tier that held it; ``count_use=False`` for a read that is not a request's
+        (the engine reading a Vary index it is about to rewrite): L1's admission policy does not see it."""
         if not self.l1_bypass:
-            found = self.l1.get_nowait(key)
+            found = self.l1.get_nowait(key) if count_use else self.l1.peek(key)
             if found is not None:
                 return found, Reason.L1
         if key in self._queued_keys:

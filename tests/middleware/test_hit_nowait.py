@@ -67,3 +67,35 @@ async def test_it_stays_off_in_shadow_mode(harness: HarnessFactory) -> None:
     await h.get("/r")
     assert (await h.get("/r")).text == "v1"
     assert h.middleware.hit_nowait(scope()) is None  # the shadow must see every response it would miss
+
+
+async def test_each_request_is_one_access_for_the_admission_policy(harness: HarnessFactory) -> None:
+    """The plain path reads without counting; when it declines, the full path's read is the one counted
+    (a miss counted twice would look like a second request to TinyLFU, and one-hit wonders would pass)."""
+    h = harness(
+        {
+            "/r": versioned(),
+            "/vary": versioned({"vary": "accept"}),
+            "/nostore": versioned({"cache-control": "no-store"}),
+        },
+        default_ttl=60,
+    )
+    policy = h.store.policy
+    # (path, request fields, accesses): one per stored object the request reads; a Vary hit reads two,
+    # the URI's Vary index and the variant.
+    requests = [
+        ("/r", {}, 1),  # miss, stored
+        ("/r", {}, 1),  # plain hit
+        ("/r", {"range": "bytes=0-0"}, 1),  # the plain path declines, the full path serves it
+        ("/vary", {}, 1),  # miss: stored with its index, which is rewritten without counting a use
+        ("/vary", {}, 2),
+        ("/nostore", {}, 1),
+        ("/nostore", {}, 1),
+    ]
+    for path, headers, accesses in requests:
+        before = policy.accesses
+        await h.get(path, headers=headers)
+        assert policy.accesses - before == accesses, (path, headers)
+    before = policy.accesses
+    assert h.middleware.hit_nowait(scope()) is not None
+    assert policy.accesses - before == 1
