@@ -223,6 +223,8 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if (cycle is not None and not cycle.response_complete) or self.flow.write_paused:
             return False  # an earlier response is still being written (pipelining) or the client is slow
+        if self.transport.is_closing():
+            return False  # the ASGI path knows what to do with a request from a client that has gone
         method = self.parser.get_method()
         if method not in _FAST_METHODS or self.parser.should_upgrade():
             return False

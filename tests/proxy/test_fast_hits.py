@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from edgecache.core.status import Reason
@@ -201,3 +202,17 @@ def test_response_head_encodes_like_uvicorn() -> None:
     assert response_head(200, [], None, close=False) == b"HTTP/1.1 200 OK\r\n\r\n"  # HEAD: no length
     assert response_head(200, [(b"x-bad", b"a\nb")], b"", close=False) is None
     assert response_head(200, [(b"bad name", b"v")], b"", close=False) is None
+
+
+async def test_fast_hits_show_in_the_metrics(make_proxy: MakeProxy, upstream: RunningUpstream) -> None:
+    proxy, spy = await start(make_proxy)
+    await exchange(proxy.port, *[GET % b"/cacheable"] * 4)
+    assert len(spy.answered) == 3
+    async with httpx.AsyncClient(trust_env=False) as client:
+        metrics = (await client.get(proxy.admin_url + "/metrics")).text
+    hits = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("edgecache_requests_total") and 'outcome="hit"' in line
+    ]
+    assert hits and sum(float(line.rsplit(" ", 1)[1]) for line in hits) == 3.0, hits
