@@ -10,9 +10,10 @@
 The httptools protocol answers a plain L1 hit itself (``fast_hit``): when the request head is complete, a
 GET/HEAD that the guard accepts and that ``CacheInterceptor.hit_nowait`` answers is written straight to the
 socket, without the ASGI request cycle, its task and its messages; every other request takes the ASGI path
-unchanged. The bytes are the ones uvicorn would write for the same response (the hit path of the middleware
-builds them), so a client cannot tell the two apart; the shortcut only saves the per-request machinery,
-which is most of the cost of a hit in a Python server.
+unchanged. The response is the one the ASGI path sends (the middleware's plain-hit code builds it), in
+uvicorn's encoding; the one difference is framing: a body stored without Content-Length is sent with one,
+where uvicorn would chunk it. The shortcut only saves the per-request machinery, which is most of the
+Python cost of a hit.
 
 Both bound a request head *while it arrives* (llhttp has no limit of its own, so uvicorn would gather a
 header line of any length in memory; h11's own limit answers 400): a request target longer than
