@@ -25,6 +25,7 @@ of the fields, the target), whatever the server.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, Literal
 
@@ -45,6 +46,8 @@ from edgecache.middleware import PlainHit
 from edgecache.proxy.app import DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_TARGET
 
 FastHit = Callable[[dict[str, Any]], PlainHit | None]
+
+logger = logging.getLogger("edgecache.proxy")
 
 HttpParser = Literal["auto", "httptools", "h11"]
 HTTP_PARSERS: Final[tuple[HttpParser, ...]] = ("auto", "httptools", "h11")
@@ -237,7 +240,13 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
         url = httptools.parse_url(self.url)
         scope["raw_path"] = self.root_path.encode("ascii") + url.path
         scope["query_string"] = url.query or b""
-        hit = fast_hit(scope)  # type: ignore[arg-type]
+        try:
+            hit = fast_hit(scope)  # type: ignore[arg-type]
+        except Exception:
+            # A parser callback must not raise (httptools would turn it into a 400): a failure of the
+            # shortcut is logged and the request takes the ASGI path, which handles its own errors.
+            logger.exception("edgecache proxy: the fast hit path failed; the request goes the full way")
+            return False
         if hit is None:
             return False  # uvicorn's on_headers_complete rebuilds the scope from the same parse
         close = http_version == "1.0" or not self.parser.should_keep_alive()
@@ -254,7 +263,7 @@ class ProxyHttpToolsProtocol(HttpToolsProtocol):
         if head is None:
             # What uvicorn does with a field it may not write: the response is abandoned, the connection
             # closed (the ASGI path would get there by an exception in the app).
-            self.logger.error("edgecache proxy: a cached response has a field that cannot be written")
+            logger.error("edgecache proxy: a cached response has a field that cannot be written")
             self.transport.close()
             return True
         self.transport.write(head + hit.body)

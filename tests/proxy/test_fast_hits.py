@@ -216,3 +216,19 @@ async def test_fast_hits_show_in_the_metrics(make_proxy: MakeProxy, upstream: Ru
         if line.startswith("edgecache_requests_total") and 'outcome="hit"' in line
     ]
     assert hits and sum(float(line.rsplit(" ", 1)[1]) for line in hits) == 3.0, hits
+
+
+async def test_a_failing_fast_path_falls_back_to_the_asgi_path(
+    make_proxy: MakeProxy, upstream: RunningUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(scope: dict[str, Any]) -> PlainHit | None:
+        raise RuntimeError("bug in the shortcut")
+
+    def prepare(server: ProxyServer) -> None:
+        server.protocol.fast_hit = staticmethod(broken)  # type: ignore[attr-defined]
+
+    proxy = await make_proxy(prepare=prepare)
+    first, second = await exchange(proxy.port, GET % b"/cacheable", GET % b"/cacheable")
+    assert (first.status, second.status) == (200, 200)
+    assert "hit" in (second.field("cache-status") or "")  # served by the middleware's own hit path
+    assert "the fast hit path failed" in caplog.text
