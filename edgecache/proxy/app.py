@@ -14,7 +14,7 @@ import contextlib
 import ipaddress
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Final
@@ -178,14 +178,13 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, limits: Limits | None = None) -> None:
         self.app = app
         self.limits = limits or Limits()
+        self._hit_nowait: Callable[[Scope], PlainHit | None] | None = getattr(app, "hit_nowait", None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        refused = check_request(scope, self.limits)
-        if refused is None and scope.get("raw_path", b"/")[:1] != b"/":
-            refused = origin_form(scope)
+        refused = refusal(scope, self.limits)
         if refused is not None:
             await send_simple(send, refused[0], refused[1], close=True)
             return
@@ -207,14 +206,23 @@ class RequestGuard:
     def hit_nowait(self, scope: Scope) -> PlainHit | None:
         """The cache's plain hit for a request this guard accepts as it is (``CacheInterceptor.hit_nowait``),
         for the listener's fast path; None when the request must be called through the ASGI app."""
-        hit_nowait = getattr(self.app, "hit_nowait", None)
+        hit_nowait = self._hit_nowait
         if (
             hit_nowait is None
             or scope.get("raw_path", b"/")[:1] != b"/"
             or check_request(scope, self.limits) is not None
         ):
             return None
-        return hit_nowait(scope)  # type: ignore[no-any-return]
+        return hit_nowait(scope)
+
+
+def refusal(scope: Scope, limits: Limits) -> tuple[int, str] | None:
+    """``check_request``, then an absolute-form target made origin-form (``origin_form``): the status and
+    reason to refuse with, or None. What ``RequestGuard`` checks, and ``ProxyApp`` when it runs alone."""
+    refused = check_request(scope, limits)
+    if refused is None and scope.get("raw_path", b"/")[:1] != b"/":
+        refused = origin_form(scope)
+    return refused
 
 
 _ABSOLUTE_FORM: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
@@ -429,9 +437,7 @@ class ProxyApp:
         return cache.invalidated_within(self.pool.read_your_writes_window, tags)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        refused = check_request(scope, self.limits)
-        if refused is None and scope.get("raw_path", b"/")[:1] != b"/":
-            refused = origin_form(scope)
+        refused = refusal(scope, self.limits)
         if refused is not None:
             await send_simple(send, refused[0], refused[1], close=True)
             return
