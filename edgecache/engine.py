@@ -292,7 +292,7 @@ class Cache:
         purged = invalidation_tags(invalidation)
         if not purged:
             return 0
-        self._record_invalidation(purged, soft=invalidation.soft)
+        self._record_invalidation(purged)
         if invalidation.soft:
             return await self._soften(purged, shared)
         if tiered is not None and not shared:
@@ -302,11 +302,13 @@ class Cache:
     async def _soften(self, tags: frozenset[str], shared: bool) -> int:
         """Soft purge: the tagged responses become stale now, keeping their stale-while-revalidate window."""
         now = self.clock()
+        if isinstance(self.store, TieredStore):
+            self.store.note_invalidation(tags, soft=True)  # a soft purge removes nothing: no purge logs it
         memory = self.store.l1 if isinstance(self.store, TieredStore) else self.store
         count = 0
         if isinstance(memory, MemoryStore):
             for key in memory.keys_with_tags(tags):
-                entry = memory.get_nowait(key)
+                entry = memory.peek(key)  # not a use of the entry (L1's admission counts requests)
                 if isinstance(entry, StoredResponse):
                     await memory.set(key, stale_now(entry, now))
                     count += 1
@@ -318,6 +320,8 @@ class Cache:
         """Something outside this node may have changed anything (a generation change, or a lost
         subscription: ``counted=False``, it is no invalidation request): fills in flight must not store."""
         self._record_invalidation(None, counted=counted)
+        if isinstance(self.store, TieredStore):
+            self.store.note_invalidation(None)
 
     # -- domain events ----------------------------------------------------------------------------------
 
@@ -363,19 +367,12 @@ class Cache:
         """RFC 9111 §4.4: drop every stored response (all variants) of these target URIs."""
         return await self.invalidate(tags=[uri_tag(uri) for uri in uris])
 
-    def _record_invalidation(
-        self, tags: frozenset[str] | None, *, soft: bool = False, counted: bool = True
-    ) -> None:
+    def _record_invalidation(self, tags: frozenset[str] | None, *, counted: bool = True) -> None:
         if counted:
             self.stats.invalidations += 1
         self._invalidation_seq += 1
         self._invalidations.append((self._invalidation_seq, tags))
         self._invalidated_at.append((self.clock(), tags))
-        if isinstance(self.store, TieredStore):
-            # The fill token covers a fill until it hands its response to the store; the L2 write queue
-            # then carries it on: a write queued before this invalidation is dropped, or deleted again
-            # once written. Soft purges too, which remove nothing from the store themselves.
-            self.store.note_invalidation(tags, soft=soft)
 
     def invalidated_within(self, seconds: float, tags: frozenset[str], *, strict: bool = False) -> bool:
         """Whether an invalidation applied in the last ``seconds`` may have covered a response carrying

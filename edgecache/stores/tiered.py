@@ -321,9 +321,7 @@ class TieredStore:
         fences = self._fences
         if not fences or not isinstance(value, StoredResponse):
             return False
-        now = self._clock()
-        while fences and fences[0][0] < now - PURGE_FENCE_SECONDS:
-            fences.popleft()
+        _drop_older(fences, self._clock() - PURGE_FENCE_SECONDS)
         # The request time: a fill that began before the purge may carry what the purge removed, however
         # late its response arrived (another node's write that landed after the L2 clean-up).
         return any(
@@ -337,9 +335,7 @@ class TieredStore:
         fences = self._soft_fences
         if not fences or not isinstance(value, StoredResponse):
             return value
-        now = self._clock()
-        while fences and fences[0][0] < now - PURGE_FENCE_SECONDS:
-            fences.popleft()
+        _drop_older(fences, self._clock() - PURGE_FENCE_SECONDS)
         for at, tags in fences:
             if at > value.request_time and tags & value.tags:
                 return stale_now(value, at)
@@ -366,9 +362,9 @@ class TieredStore:
     # -- removal ----------------------------------------------------------------------------------------
 
     def note_invalidation(self, tags: frozenset[str] | None, *, soft: bool = False) -> None:
-        """An invalidation was applied (by the engine, which calls this for every one, soft purges included):
-        writes queued or in flight before it are not written after it, and after a soft one an older L2
-        copy is served stale."""
+        """An invalidation that removes nothing from this store was applied (the engine calls this for soft
+        purges and for outside changes; the purge methods log their own): writes queued or in flight
+        before it are not written after it, and after a soft one an older L2 copy is served stale."""
         self._purge_seq += 1
         self._purges.append((self._purge_seq, tags, frozenset()))
         if soft and tags:
@@ -508,3 +504,9 @@ def _requested_since(raw: bytes, before: float) -> bool:
     except CorruptEntry:
         return False
     return isinstance(value, StoredResponse) and value.request_time >= before
+
+
+def _drop_older(fences: deque[Any], before: float) -> None:
+    """Drop the fences set before ``before`` (the oldest come first: they are appended as time goes)."""
+    while fences and fences[0][0] < before:
+        fences.popleft()

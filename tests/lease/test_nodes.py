@@ -125,21 +125,13 @@ async def test_the_lease_is_counted_in_stats_and_prometheus(make_node: NodeFacto
     task, release = await holding(a, origin, "/r")
     waiting = asyncio.create_task(b.client.get("/r"))
     await eventually(lambda: leases(b).waiting == 1, what="b waiting")
-    samples = {
-        (s.name, s.labels.get("result")): s.value
-        for m in CacheCollector(b.cache).collect()
-        for s in m.samples
-    }
+    samples = lease_samples(b)
     assert samples[("edgecache_lease_waiting", None)] == 1
 
     release.set()
     await asyncio.gather(task, waiting)
 
-    samples = {
-        (s.name, s.labels.get("result")): s.value
-        for m in CacheCollector(b.cache).collect()
-        for s in m.samples
-    }
+    samples = lease_samples(b)
     assert samples[("edgecache_lease_total", "stored")] == 1
     assert samples[("edgecache_lease_waiting", None)] == 0
     tiers = {
