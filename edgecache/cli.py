@@ -23,7 +23,25 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.exceptions import RedisError
 
 from edgecache.bus.redis import publish_invalidation, publisher_client
-from edgecache.config import NAMESPACE_PATTERN, SECRET_OPTIONS
+from edgecache.config import (
+    ENV_PREFIX,
+    NAMESPACE_PATTERN,
+    OPTION_HELP,
+    OPTION_NAMES,
+    SECRET_OPTIONS,
+    SETTING_KINDS,
+    ConfigError,
+    Kind,
+    Settings,
+    Source,
+    describe_default,
+    environment_source,
+    first_value,
+    parse_bool,
+    parse_seconds,
+    parse_size,
+    read_config_file,
+)
 from edgecache.core.invalidation import (
     MAX_ITEMS,
     MAX_MESSAGE_BYTES,
@@ -42,9 +60,6 @@ ENV_REDIS_URL: Final = "EDGECACHE_REDIS_URL"
 ENV_NAMESPACE: Final = "EDGECACHE_NAMESPACE"
 DEFAULT_NAMESPACE: Final = "edgecache"
 DEFAULT_TIMEOUT: Final = 2.0
-
-if TYPE_CHECKING:
-    from edgecache.config import Kind, Source
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Run = Callable[[argparse.Namespace], int]
@@ -206,7 +221,6 @@ def run_purge(args: argparse.Namespace) -> int:
 
 def _cdn_purger(parser: argparse.ArgumentParser) -> CdnPurger | None:
     """The CDN purge configured by the EDGECACHE_CDN_PURGE_* variables, or None."""
-    from edgecache.config import ConfigError, Settings  # noqa: PLC0415
     from edgecache.engine import cdn_purger  # noqa: PLC0415
     from edgecache.observe.stats import CacheStats  # noqa: PLC0415
 
@@ -259,7 +273,7 @@ def add_proxy(subparsers: Subparsers) -> None:
             '"http://127.0.0.1:8000", default_ttl = 0, key_headers = ["Accept-Language"]); an unknown key '
             "or a value of the wrong type stops start-up naming the key and the file. "
             f"Secrets are read from the environment only: ${ENV_ADMIN_TOKEN}, "
-            + ", ".join(f"${_ENV_PREFIX}{name.upper()}" for name in sorted(SECRET_OPTIONS))
+            + ", ".join(f"${ENV_PREFIX}{name.upper()}" for name in sorted(SECRET_OPTIONS))
             + ". "
             "Exit status: 0 stopped by a signal, 1 cannot listen, 2 bad arguments or configuration."
         ),
@@ -439,13 +453,6 @@ def add_cdn_flags(parser: argparse.ArgumentParser) -> None:
 
 def _add_cache_flags(parser: argparse.ArgumentParser) -> None:
     """A flag for every cache option (``Settings``) that has no hand-written flag above."""
-    from edgecache.config import (  # noqa: PLC0415
-        OPTION_HELP,
-        OPTION_NAMES,
-        SECRET_OPTIONS,
-        SETTING_KINDS,
-        describe_default,
-    )
 
     group = parser.add_argument_group("cache options (as for the middleware; see the README)")
     taken = {action.dest for action in parser._actions}
@@ -455,7 +462,7 @@ def _add_cache_flags(parser: argparse.ArgumentParser) -> None:
             continue
         default = "at most --l1-max-bytes" if name == "max_object_bytes" else ""
         default = ", ".join(filter(None, [describe_default(name), default]))
-        text = f"{OPTION_HELP.get(name, name)} (default {default}; ${_ENV_PREFIX}{name.upper()})"
+        text = f"{OPTION_HELP.get(name, name)} (default {default}; ${ENV_PREFIX}{name.upper()})"
         if SETTING_KINDS[name] == "bool":
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=text)
         else:
@@ -474,7 +481,6 @@ DEFAULT_BREAKER_RESET: Final = 5.0
 _HEALTH: Final = SimpleNamespace(path="/", interval=2.0, timeout=1.0, window=5, threshold=3)
 
 
-_ENV_PREFIX: Final = "EDGECACHE_"
 _NOT_OPTIONS: Final = frozenset({"help", "run", "parser", "config"})
 
 
@@ -483,7 +489,6 @@ def _proxy_sources(args: argparse.Namespace) -> list[Source]:
 
     Raises ``ConfigError`` when the ``--config`` file cannot be used.
     """
-    from edgecache.config import SETTING_KINDS, Source, environment_source, read_config_file  # noqa: PLC0415
 
     parser: argparse.ArgumentParser = args.parser
     flags: dict[str, str] = {}  # dest -> the flag that sets it, for messages
@@ -499,7 +504,7 @@ def _proxy_sources(args: argparse.Namespace) -> list[Source]:
         Source(given, lambda dest: flags[dest]),
         environment_source(os.environ, empty_is_unset=True),
     ]
-    path = args.config or _env(_ENV_PREFIX + "CONFIG")
+    path = args.config or _env(ENV_PREFIX + "CONFIG")
     if path is not None:
         secret = f"not read from files; set ${ENV_ADMIN_TOKEN} (e.g. from a Kubernetes Secret)"
         sources.append(read_config_file(path, kinds, {"admin_token": secret}))
@@ -516,15 +521,6 @@ def _action_kind(action: argparse.Action) -> Kind:
 
 
 def run_proxy(args: argparse.Namespace) -> int:
-    from edgecache.config import (  # noqa: PLC0415
-        ConfigError,
-        Settings,
-        Source,
-        first_value,
-        parse_bool,
-        parse_seconds,
-        parse_size,
-    )
     from edgecache.proxy import server  # noqa: PLC0415 - uvicorn and httpx only when proxying
     from edgecache.proxy.app import Limits, parse_trusted  # noqa: PLC0415
     from edgecache.proxy.upstreams import HealthConfig  # noqa: PLC0415
@@ -623,7 +619,6 @@ def _listen(value: object) -> tuple[str, int]:
 
 
 def _positive_size(value: object) -> int:
-    from edgecache.config import parse_size  # noqa: PLC0415
 
     size = parse_size(value)
     if size <= 0:
@@ -646,7 +641,6 @@ def _positive_count(value: object) -> int:
 
 
 def _positive_seconds(value: object) -> float:
-    from edgecache.config import parse_seconds  # noqa: PLC0415
 
     seconds = parse_seconds(value)
     if seconds <= 0:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from cachetools import TTLCache
 
@@ -25,7 +25,16 @@ from edgecache.core.breaker import CircuitBreaker
 from edgecache.core.entry import CacheObject, StoredResponse, VaryIndex, response_size, stale_now
 from edgecache.core.headers import Fields
 from edgecache.core.invalidation import DomainEvent, EventRules, Invalidation, SeenIds, new_invalidation
-from edgecache.core.keys import CacheKey, KeyRecipe, QueryFilter, path_tag, prefix_tag, uri_tag, variant_key
+from edgecache.core.keys import (
+    CacheKey,
+    KeyRecipe,
+    QueryFilter,
+    path_tag,
+    prefix_tag,
+    uri_tag,
+    variant_key,
+    wire_bytes,
+)
 from edgecache.core.policy import Policy, request_vary_values
 from edgecache.core.status import Fwd, Outcome, Reason
 from edgecache.lease import Leases
@@ -486,24 +495,16 @@ def cdn_purger(settings: Settings, stats: CacheStats) -> CdnPurger | None:
 # The internal tags (keys.uri_tag, path_tag, prefix_tags) that a request's URI alone determines.
 _INTERNAL_TAG_PREFIXES = ("uri:", "path:", "pfx:")
 
-# Every printable ASCII character but the space: left as it is in a path given to ``invalidate``.
-_PATH_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
-
 
 def invalidation_tags(invalidation: Invalidation) -> frozenset[str]:
     """The stored-object tags an invalidation drops: its tags, and the internal path and prefix tags."""
     tags = set(invalidation.tags)
-    tags.update(path_tag(_wire_path(p)) for p in invalidation.paths)
+    tags.update(path_tag(wire_bytes(p)) for p in invalidation.paths)
     for prefix in invalidation.prefixes:
-        tag = prefix_tag(_wire_path(prefix))
+        tag = prefix_tag(wire_bytes(prefix))
         if tag is not None:
             tags.add(tag)
     return frozenset(tags)
-
-
-def _wire_path(path: str) -> bytes:
-    """A path as requests carry it (``raw_path``): other characters percent-encoded as UTF-8."""
-    return quote(path, safe=_PATH_SAFE).encode("ascii")
 
 
 def same_origin_targets(location_values: Iterable[str], uri: Uri) -> list[Uri]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from edgecache.core.entry import CacheObject, StoredResponse, VaryIndex
 from edgecache.core.headers import EMPTY_CACHE_CONTROL, Fields
-from edgecache.core.keys import request_key, uri_components, variant_key
+from edgecache.core.keys import request_key, uri_components, variant_key, wire_bytes
 from edgecache.core.policy import Use, decide_use, may_serve_stale_on_error, request_vary_values
 from edgecache.stores.memory import MemoryStore
 from edgecache.stores.tiered import TieredStore
@@ -30,9 +30,6 @@ _USE_TEXT = {
     Use.REVALIDATE: "stale: revalidated with the upstream before use",
 }
 _INTERNAL_TAG_PREFIXES = ("uri:", "path:", "pfx:")  # digests the engine adds for purges by URI and path
-# Printable ASCII but the space: what a request line may carry; anything else is percent-encoded as UTF-8,
-# the way a client would send it.
-_WIRE_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 
 
 def target_uri(cache: Cache, url: str) -> tuple[bytes, bytes, bytes, bytes]:
@@ -64,8 +61,8 @@ def target_uri(cache: Cache, url: str) -> tuple[bytes, bytes, bytes, bytes]:
             raise ValueError("url must not carry user information")
         scheme, host = parts.scheme, key_host if key_host is not None else parts.netloc
         path, query = parts.path or "/", parts.query
-    raw_path = quote(path, safe=_WIRE_SAFE).encode("ascii")
-    raw_query = cache.query_filter.apply(quote(query, safe=_WIRE_SAFE).encode("ascii"))
+    raw_path = wire_bytes(path)
+    raw_query = cache.query_filter.apply(wire_bytes(query))
     return uri_components(scheme, host, raw_path, raw_query)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
 from functools import lru_cache
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 from edgecache.core.headers import Fields, parse_cookie_header
 
@@ -160,6 +160,16 @@ def variant_key(primary: CacheKey, vary: tuple[str, ...], values: tuple[str | No
 def uri_tag(uri: tuple[bytes, bytes, bytes, bytes]) -> str:
     """The internal tag every entry of one URI carries, so that §4.4 invalidation finds them all."""
     return "uri:" + digest(canonical(b"u", *uri))
+
+
+# Every printable ASCII character but the space: what a request line may carry as it is.
+_WIRE_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+def wire_bytes(text: str) -> bytes:
+    """A path or query as requests carry it (``raw_path``): other characters percent-encoded as UTF-8,
+    the way a client would send them (paths given to ``invalidate``, URLs given to ``explain``)."""
+    return quote(text, safe=_WIRE_SAFE).encode("ascii")
 
 
 def path_tag(path: bytes) -> str:
