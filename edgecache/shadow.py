@@ -27,7 +27,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from fnmatch import translate
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -176,6 +176,8 @@ class Shadow:
         )
         self._expires: dict[str, float] = {}  # simulated key -> when its response stops being fresh
         self.stats = ShadowStats(spec.describe())
+        # The ignored names' globs as one pattern, compiled once (as QueryFilter does), not per request.
+        self._ignored = re.compile("|".join(translate(p) for p in spec.ignore)) if spec.ignore else None
 
     def key(self, scope: Scope) -> str:
         """The shadow's cache key: scheme, host, path and the query as the spec normalises it."""
@@ -191,7 +193,8 @@ class Shadow:
             query = b""
         elif query and (spec.query == "sorted" or spec.ignore):
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-            kept = (pair for pair in pairs if not any(fnmatchcase(pair[0], p) for p in spec.ignore))
+            ignored = self._ignored
+            kept = (pair for pair in pairs if ignored is None or not ignored.match(pair[0]))
             query = urlencode(sorted(kept)).encode("latin-1")
         scheme = scope.get("scheme", "http")
         return f"{scheme}://{host.decode('latin-1')}{path.decode('latin-1')}?{query.decode('latin-1')}"
