@@ -165,10 +165,12 @@ class Cache:
         self._seen_events = SeenIds()
         self._background: set[asyncio.Task[Any]] = set()
         self._invalidation_seq = 0
-        self._invalidations: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=INVALIDATION_LOG_SIZE)
-        # When each recent invalidation was applied (clock time): the proxy sends refills of what was just
+        # Recent invalidations: (sequence number, when applied by the clock, tags or None for everything).
+        # The sequence numbers guard fills in flight; the times let the proxy send refills of what was just
         # invalidated to its primary, since a read replica may still hold the old data.
-        self._invalidated_at: deque[tuple[float, frozenset[str] | None]] = deque(maxlen=INVALIDATION_LOG_SIZE)
+        self._invalidations: deque[tuple[int, float, frozenset[str] | None]] = deque(
+            maxlen=INVALIDATION_LOG_SIZE
+        )
 
     # -- lookups and fills ----------------------------------------------------------------------------
 
@@ -211,7 +213,8 @@ class Cache:
         oldest = self._invalidations[0][0] if self._invalidations else self._invalidation_seq
         if oldest > token + 1:
             return True  # the log no longer reaches back to this fill: assume the worst
-        return any(seq > token and (purged is None or purged & tags) for seq, purged in self._invalidations)
+        log = self._invalidations
+        return any(seq > token and (purged is None or purged & tags) for seq, _, purged in log)
 
     async def store_entry(self, primary: CacheKey, entry: StoredResponse, token: int) -> bool:
         """Store a response (and the URI's Vary index when it varies); False when it was refused."""
@@ -380,17 +383,16 @@ class Cache:
         if counted:
             self.stats.invalidations += 1
         self._invalidation_seq += 1
-        self._invalidations.append((self._invalidation_seq, tags))
-        self._invalidated_at.append((self.clock(), tags))
+        self._invalidations.append((self._invalidation_seq, self.clock(), tags))
 
     def invalidated_within(self, seconds: float, tags: frozenset[str], *, strict: bool = False) -> bool:
         """Whether an invalidation applied in the last ``seconds`` may have covered a response carrying
         ``tags`` (its internal URI, path and prefix tags). A purge-all counts; so does a purge by any other
         tag unless ``strict``, since which URIs carry a ``Surrogate-Key`` is known only from responses."""
-        if seconds <= 0 or not self._invalidated_at:
+        if seconds <= 0 or not self._invalidations:
             return False
         since = self.clock() - seconds
-        for at, purged in reversed(self._invalidated_at):
+        for _, at, purged in reversed(self._invalidations):
             if at < since:
                 return False
             if purged is None or purged & tags:
