@@ -44,7 +44,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, Final, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -54,7 +54,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from edgecache.core.codec import CorruptEntry, decode, encode
-from edgecache.core.entry import CacheObject
+from edgecache.core.entry import CacheObject, StoredResponse
 from edgecache.stores.redis_connect import check_redis_url, is_sentinel_url, sentinel_client
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,13 @@ _ADD_TAG: Final = (
 _PURGE_IF_TAGGED: Final = (
     "local t=redis.pcall('HGET',KEYS[1],'t') "
     "if type(t)=='string' and string.find(t,ARGV[1],1,true) then return redis.call('UNLINK',KEYS[1]) end "
+    "return 0"
+)
+# KEYS[1] entry; ARGV[1] sha1 of the envelope read before: UNLINK only if the entry is still that envelope, so
+# that a newer write by another node, landed since, is never deleted on the strength of an older read.
+_UNLINK_IF_UNCHANGED: Final = (
+    "local v=redis.pcall('HGET',KEYS[1],'v') "
+    "if type(v)=='string' and redis.sha1hex(v)==ARGV[1] then return redis.call('UNLINK',KEYS[1]) end "
     "return 0"
 )
 
@@ -305,6 +312,30 @@ class RedisStore:
         results = await self._run(pipe.execute())
         return sum(results)
 
+    async def unlink_requested_before(
+        self, keys: Collection[str], before: float, *, within: float | None = None
+    ) -> int:
+        """Delete the entries of ``keys`` holding a response whose request began before ``before``, each
+        only if it is still the envelope read (another node's newer write, landed since, stays). Two
+        pipelined round trips: read every entry, then compare-and-delete the ones that qualify."""
+        entry_keys = [self._entry_prefix + key for key in keys]
+        if not entry_keys:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for entry_key in entry_keys:
+            pipe.hget(entry_key, "v")
+        # Per-command errors come back as values: WRONGTYPE is a key that is not an entry of ours (``get``
+        # deals with it), skipped here.
+        read = await self._run(pipe.execute(raise_on_error=False), within)
+        pipe = self._client.pipeline(transaction=False)
+        for entry_key, raw in zip(entry_keys, read, strict=True):
+            if isinstance(raw, bytes) and not _requested_since(raw, before):
+                digest = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+                pipe.execute_command("EVAL", _UNLINK_IF_UNCHANGED, 1, entry_key, digest)
+        if not len(pipe):
+            return 0
+        return sum(int(removed) for removed in await self._run(pipe.execute(), within))
+
     async def purge_tags(self, tags: Iterable[str]) -> int:
         if isinstance(tags, str):  # a bare tag would otherwise be purged character by character
             tags = (tags,)
@@ -384,3 +415,12 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 def _glob_escape(text: str) -> str:
     return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+def _requested_since(raw: bytes, before: float) -> bool:
+    """Whether an envelope holds a response whose request began at ``before`` or later."""
+    try:
+        value = decode(raw, max_bytes=len(raw))  # already in memory: its size was bounded by Redis's reply
+    except CorruptEntry:
+        return False
+    return isinstance(value, StoredResponse) and value.request_time >= before

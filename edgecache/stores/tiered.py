@@ -30,7 +30,6 @@ start needs one clock for all nodes (Redis TIME, a round trip at every fill).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import Counter, deque
@@ -38,10 +37,9 @@ from collections.abc import Callable, Collection, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError
 
 from edgecache.core.breaker import BreakerState, CircuitBreaker
-from edgecache.core.codec import CorruptEntry, decode
 from edgecache.core.entry import CacheObject, StoredResponse, stale_now
 from edgecache.core.status import Reason
 from edgecache.stores.memory import MemoryStore
@@ -59,13 +57,6 @@ PURGE_FENCE_SECONDS = 10.0
 RECENT_WRITES_MAX = 8192
 # Each deletion of a recent write runs off the request path (in the subscriber's handler): a roomier bound.
 REDELETE_TIMEOUT = 1.0
-# KEYS[1] entry; ARGV[1] sha1 of the envelope read before: UNLINK only if the entry is still that envelope, so
-# that a newer write by another node, landed since, is never deleted on the strength of an older read.
-_UNLINK_IF_UNCHANGED = (
-    "local v=redis.pcall('HGET',KEYS[1],'v') "
-    "if type(v)=='string' and redis.sha1hex(v)==ARGV[1] then return redis.call('UNLINK',KEYS[1]) end "
-    "return 0"
-)
 T = TypeVar("T")
 
 
@@ -273,25 +264,7 @@ class TieredStore:
         return result
 
     async def _unlink_older(self, keys: Collection[str], before: float) -> int:
-        client = self.l2.client
-        removed = 0
-        try:
-            for key in keys:
-                entry_key = self.l2.entry_key(key)
-                async with asyncio.timeout(REDELETE_TIMEOUT):
-                    try:
-                        raw = await client.hget(entry_key, "v")
-                    except ResponseError:
-                        continue  # not an entry of ours (WRONGTYPE): ``get`` deals with it
-                    if not isinstance(raw, bytes) or _requested_since(raw, before):
-                        continue
-                    digest = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
-                    removed += int(
-                        await client.execute_command("EVAL", _UNLINK_IF_UNCHANGED, 1, entry_key, digest)
-                    )
-        except (RedisError, OSError) as error:  # OSError covers TimeoutError from asyncio.timeout
-            raise StoreUnavailable(f"redis {type(error).__name__}: {error}") from error
-        return removed
+        return await self.l2.unlink_requested_before(keys, before, within=REDELETE_TIMEOUT)
 
     def _purged_since(self, seq: int, key: str, tags: frozenset[str]) -> bool:
         if seq == self._purge_seq:
@@ -495,15 +468,6 @@ class TieredStore:
             await asyncio.gather(self._writer, return_exceptions=True)
         await self.l1.aclose()
         await self.l2.aclose()
-
-
-def _requested_since(raw: bytes, before: float) -> bool:
-    """Whether an L2 envelope holds a response whose request began at ``before`` or later."""
-    try:
-        value = decode(raw, max_bytes=len(raw))  # already in memory: its size was bounded by Redis's reply
-    except CorruptEntry:
-        return False
-    return isinstance(value, StoredResponse) and value.request_time >= before
 
 
 def _drop_older(fences: deque[Any], before: float) -> None:
