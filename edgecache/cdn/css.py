@@ -148,18 +148,9 @@ def _new_text(
     outer: Callable[[str], str] | None,
 ) -> str | None:
     """The new text for a URL written as ``raw`` (in ``quote``, or unquoted), or ``None``."""
-    escape = _ESCAPES[quote]
-    if "\\" in raw:
-        decoded = unescape(raw)
-        plan = plan_of(decoded)
-        return None if plan is None else _splice(origin, raw, plan, decoded, escape, outer)
-    plan = plan_of(raw)
-    if plan is None:
-        return None
-    drop, insert_at, tail = plan
-    if tail:
-        tail = escape(tail) if outer is None else outer(escape(tail))
-    return escape(origin) + raw[drop:insert_at] + tail + raw[insert_at:]
+    decoded = unescape(raw) if "\\" in raw else raw
+    plan = plan_of(decoded)
+    return None if plan is None else _splice(origin, raw, plan, decoded, _ESCAPES[quote], outer)
 
 
 def _image_set_strings(text: str, pos: int) -> list[tuple[int, str, str]]:

@@ -380,15 +380,10 @@ class HtmlRewriter:
                 else:
                     no_href = name in _NO_HREF_TAGS
                     attr = first.lower()
-                    dq, sq, uq = m.group("dq", "sq", "uq")
-                    if dq is not None:
-                        raw, quote, group = dq, '"', "dq"
-                    elif sq is not None:
-                        raw, quote, group = sq, "'", "sq"
-                    else:
-                        raw, quote, group = uq, "", "uq"
-                    new = None if raw is None else new_value(attr, raw, quote, no_href)
-                    if new is not None:
+                    value = _value_of(m)
+                    new = None if value is None else new_value(attr, value[0], value[1], no_href)
+                    if value is not None and new is not None:
+                        raw, quote, group = value
                         vstart, vend = m.span(group)
                         out.append(text[last:vstart])
                         out.append(new if quote else _requote(new, raw))
