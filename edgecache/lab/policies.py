@@ -12,10 +12,11 @@ its own business. ``now`` (seconds) is read by the TTL policy only. Keys are int
 - ``ttl``: TTL-only: an object lives ``ttl`` seconds after it was stored and nothing else removes it; when
   the cache is full a new object is not stored (as a cache without an eviction policy behaves).
 - ``w-tinylfu``: W-TinyLFU (Einziger, Friedman, Manes 2017) with a fixed window: the shipped policy
-  (``edgecache.core.admission.AdmissionPolicy``) with its window adaptation off, so a 1 % LRU window in
-  front of a segmented LRU main region (20 % probation, 80 % protected); what leaves the window enters main
-  only if a count-min sketch (4-bit counters, doorkeeper, halved every ``10 × tracked keys`` accesses) says
-  it is more frequent than main's victims. Next to ``edgecache`` it shows what the adaptive window is worth.
+  (``edgecache.core.admission.AdmissionPolicy``) with its window adaptation off and its window not
+  segmented, so a 1 % LRU window (as in Caffeine) in front of a segmented LRU main region (20 % probation,
+  80 % protected); what leaves the window enters main only if a count-min sketch (4-bit counters,
+  doorkeeper, halved every ``10 × tracked keys`` accesses) says it is more frequent than main's victims.
+  Next to ``edgecache`` it shows what the adaptive, segmented window is worth.
 - ``s3-fifo``: S3-FIFO (Yang et al., SOSP 2023): a small FIFO (10 %), a main FIFO (90 %) and a ghost FIFO
   of keys evicted from small (as much weight as main holds). An object accessed again while in small moves
   to main; main reinserts objects whose 2-bit counter is non-zero, decrementing it; a miss on a ghost key
@@ -242,7 +243,7 @@ class _L1(Protocol):
 
 def shipped_l1(capacity: int) -> tuple[_L1, str]:
     """The L1 policy of this build and a short description of it."""
-    return AdmissionPolicy(capacity), "W-TinyLFU, adaptive window (edgecache.core.admission)"
+    return AdmissionPolicy(capacity), "W-TinyLFU, adaptive segmented window (edgecache.core.admission)"
 
 
 class _StrKeyed:
@@ -274,7 +275,7 @@ class WTinyLFU(_StrKeyed):
     name = "w-tinylfu"
 
     def __init__(self, capacity: int, **_: object) -> None:
-        self.policy = AdmissionPolicy(capacity, adaptive=False)
+        self.policy = AdmissionPolicy(capacity, adaptive=False, window_hot=0.0)
         super().__init__(capacity, self.policy)
 
 

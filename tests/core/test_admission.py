@@ -77,6 +77,15 @@ def test_sketch_memory_is_about_nine_bytes_per_tracked_key_and_capped():
 # -- policy ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("window", "window_hot", "named"),
+    [(1.0, 0.2, "window"), (-0.1, 0.2, "window"), (0.01, 1.0, "window_hot"), (0.01, -0.5, "window_hot")],
+)
+def test_rejects_a_share_outside_zero_to_one(window: float, window_hot: float, named: str):
+    with pytest.raises(ValueError, match=f"^{named} must be a fraction"):
+        AdmissionPolicy(100, window=window, window_hot=window_hot)
+
+
 def test_rejects_a_non_positive_capacity():
     with pytest.raises(ValueError, match="capacity must be a positive integer"):
         AdmissionPolicy(0)
@@ -228,22 +237,62 @@ def test_growing_the_window_keeps_main_entries_that_are_still_hit():
     assert policy.window_capacity == 99 and len(policy) == 100
 
 
+@pytest.mark.parametrize(("window_hot", "kept"), [(0.2, True), (0.0, False)])
+def test_a_key_hit_in_the_window_outlives_a_flood_of_new_keys(window_hot: float, kept: bool):
+    # Main is full of keys more frequent than "again", so the filter would turn it away if it left the
+    # window. Hit while in the window, it moves to the window's hot segment, which a flood of keys seen
+    # once passes by; with a plain LRU window (window_hot=0, Caffeine's) the flood pushes it out.
+    policy = AdmissionPolicy(100, adaptive=False, window=0.5, window_hot=window_hot)
+    for _ in range(6):
+        for i in range(100):
+            access(policy, f"main{i % 50}")
+    assert all(f"main{i}" in policy for i in range(50))
+    assert access(policy, "again") == (False, [])
+    assert access(policy, "again")[0]
+    for i in range(200):
+        access(policy, f"once{i}")
+    assert ("again" in policy) is kept
+    assert all(f"main{i}" in policy for i in range(50))
+
+
+def test_the_hot_segment_drains_when_the_cold_one_holds_only_the_new_key():
+    policy = AdmissionPolicy(100, adaptive=False, window=0.5)  # window 50, its hot segment 10
+    access(policy, "hit", 10)
+    assert access(policy, "hit")[0]  # now the hot segment's only entry; the cold segment is empty
+
+    access(policy, "big", 45)  # the window holds 55: the cold segment has only "big", which stays
+
+    assert "big" in policy._window and "hit" in policy._probation
+    assert policy._window_weight == 45 and policy._window_hot_weight == 0
+    _assert_region_weights(policy)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     capacity=st.integers(1, 30),
     operations=st.lists(
-        st.tuples(st.sampled_from(["access", "discard"]), st.integers(0, 40), st.integers(0, 12)),
+        st.tuples(
+            st.sampled_from(["access", "access", "discard", "resize"]), st.integers(0, 40), st.integers(0, 12)
+        ),
         max_size=300,
     ),
+    window=st.sampled_from([0.01, 0.3, 0.9]),
 )
-def test_weight_and_residence_stay_consistent(capacity: int, operations: list[tuple[str, int, int]]):
-    policy = AdmissionPolicy(capacity)
+def test_weight_and_residence_stay_consistent(
+    capacity: int, operations: list[tuple[str, int, int]], window: float
+):
+    policy = AdmissionPolicy(capacity, window=window)
     resident: dict[str, int] = {}
     for operation, number, weight in operations:
         key = f"k{number}"
         if operation == "discard":
             policy.discard(key)
             resident.pop(key, None)
+            continue
+        if operation == "resize":  # what adaptation does, by any amount: nothing is evicted
+            policy._resize_window(number - 20)
+            assert len(policy) == len(resident)
+            _assert_region_weights(policy)
             continue
         hit, evicted = access(policy, key, weight)
         assert hit == (key in resident)
@@ -255,3 +304,12 @@ def test_weight_and_residence_stay_consistent(capacity: int, operations: list[tu
         assert policy.weight == sum(resident.values()) <= capacity
         assert len(policy) == len(resident)
         assert all(key in policy for key in resident)
+        _assert_region_weights(policy)
+
+
+def _assert_region_weights(policy: AdmissionPolicy) -> None:
+    hot = sum(policy._window_hot.values())
+    assert policy._window_hot_weight == hot <= policy._window_hot_max
+    assert policy._window_weight == sum(policy._window.values()) + hot
+    assert policy._protected_weight == sum(policy._protected.values())
+    assert policy.weight == policy._window_weight + policy._protected_weight + sum(policy._probation.values())
