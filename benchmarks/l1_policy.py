@@ -16,10 +16,10 @@ Policies, all driven through the same ``access(key) -> hit`` loop:
 
 * ``LRU``       - ``cachetools.LRUCache``.
 * ``LFU``       - ``cachetools.LFUCache`` (in-cache LFU: counts are kept for resident keys only).
-* ``W-TinyLFU`` - ``edgecache.core.admission.AdmissionPolicy(adaptive=False)``: Caffeine's layout with its
-  window fixed at 1 %.
+* ``W-TinyLFU`` - ``edgecache.core.admission.AdmissionPolicy(adaptive=False, window_hot=0.0)``: Caffeine's
+  layout, its plain LRU window fixed at 1 %.
 * ``theine``    - the ``theine`` package's W-TinyLFU (Rust core), when installed (``pip install theine``).
-* ``edgecache`` - ``AdmissionPolicy(capacity)``: the shipped L1 (adaptive window).
+* ``edgecache`` - ``AdmissionPolicy(capacity)``: the shipped L1 (adaptive, segmented window).
 
 Then the per-operation cost: a mixed hit/miss loop over the ``zipf1.0`` trace at 1 %, timed for
 ``AdmissionPolicy`` (touch; add on a miss) and for ``cachetools.LRUCache`` (lookup; insert on a miss), in the
@@ -151,7 +151,9 @@ def _theine_available() -> bool:
 POLICIES: dict[str, Callable[[int], Simulated]] = {
     "LRU": lambda capacity: CachetoolsPolicy(LRUCache(capacity)),
     "LFU": lambda capacity: CachetoolsPolicy(LFUCache(capacity)),
-    "W-TinyLFU": lambda capacity: AdmissionSimulated(AdmissionPolicy(capacity, adaptive=False)),
+    "W-TinyLFU": lambda capacity: AdmissionSimulated(
+        AdmissionPolicy(capacity, adaptive=False, window_hot=0.0)
+    ),
     "theine": TheineSimulated,
     "edgecache": lambda capacity: AdmissionSimulated(AdmissionPolicy(capacity)),
 }
