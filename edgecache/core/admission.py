@@ -269,7 +269,8 @@ class AdmissionPolicy:
         if key in hot:
             hot.move_to_end(key)
             return True
-        weight = self._window.pop(key, None)
+        window = self._window
+        weight = window.get(key)
         if weight is None:
             weight = self._probation.pop(key)
             if self.weight - self._window_weight <= self.capacity - self._window_max:
@@ -281,6 +282,11 @@ class AdmissionPolicy:
             # Main is over its share (the window grew and main has not shrunk yet): the entry just hit
             # moves to the window instead of being flushed with main's idle entries.
             self._window_weight += weight
+        elif weight > self._window_hot_max:
+            window.move_to_end(key)  # too heavy for the hot segment: for it the window is a plain LRU
+            return True
+        else:
+            del window[key]
         hot[key] = weight
         self._window_hot_weight += weight
         if self._window_hot_weight > self._window_hot_max:
