@@ -162,12 +162,13 @@ def test_admission_policies_resist_a_scan(policy_class):
 
 
 def test_w_tinylfu_is_the_shipped_policy_with_a_fixed_window():
-    """The lab's W-TinyLFU is core.admission's policy with adaptation off (its sketch, aging and admission
-    are tested in tests/core/test_admission.py): the window stays at 1 % while the shipped L1's moves, and
-    the hits are those of ``AdmissionPolicy(adaptive=False)`` driven directly."""
+    """The lab's W-TinyLFU is core.admission's policy with adaptation off and a plain LRU window (its
+    sketch, aging and admission are tested in tests/core/test_admission.py): the window stays at 1 % while
+    the shipped L1's moves, and the hits are those of ``AdmissionPolicy(adaptive=False, window_hot=0.0)``
+    driven directly."""
     trace = generate(TraceSpec(keys=2000, requests=30_000, alpha=0.9, seed=1))
     fixed, adaptive = WTinyLFU(200), Edgecache(200)
-    direct = AdmissionPolicy(200, adaptive=False)
+    direct = AdmissionPolicy(200, adaptive=False, window_hot=0.0)
     fixed_hits = sum(_hits(fixed, trace.keys))
     _hits(adaptive, trace.keys)
     direct_hits = 0
