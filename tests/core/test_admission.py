@@ -267,6 +267,19 @@ def test_the_hot_segment_drains_when_the_cold_one_holds_only_the_new_key():
     _assert_region_weights(policy)
 
 
+def test_an_entry_of_the_hot_segment_stored_again_heavier_than_it_cools():
+    policy = AdmissionPolicy(100, adaptive=False, window=0.5)  # window 50, its hot segment 10
+    access(policy, "a", 5)
+    assert access(policy, "a")[0]
+    assert "a" in policy._window_hot
+
+    assert policy.add("a", 20) == []  # the response was replaced by a bigger one
+
+    assert "a" in policy._window and policy._window_hot_weight == 0
+    assert policy.weight == 20
+    _assert_region_weights(policy)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     capacity=st.integers(1, 30),
