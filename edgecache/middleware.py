@@ -123,8 +123,14 @@ class CacheInterceptor:
             return
         if self._shadow is not None:
             send = self._shadow.watch(scope, send)
-        if self._plain_hits and scope["method"] in ("GET", "HEAD") and await self._plain_hit(scope, send):
-            return
+        if self._plain_hits and scope["method"] in ("GET", "HEAD"):
+            # A synchronous L1 read costs no coroutine: the common hit is the hot path of the whole product.
+            peek = self._peek
+            hit = self._plain_nowait(scope, peek) if peek is not None else await self._plain_hit(scope)
+            if hit is not None:
+                await send({"type": "http.response.start", "status": hit.status, "headers": hit.headers})
+                await send({"type": "http.response.body", "body": hit.body})
+                return
         await _Exchange(self.app, self.cache, scope, receive, send).run()
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
@@ -147,23 +153,24 @@ class CacheInterceptor:
 
         return wrapped
 
-    async def _plain_hit(self, scope: Scope, send: Send) -> bool:
-        """The common hit, answered with the least work: True when it was answered.
+    async def _plain_hit(self, scope: Scope) -> PlainHit | None:
+        """The common hit, answered with the least work: what to send, or None for the full path.
 
         Equivalent to the full path for a GET/HEAD without conditionals, ranges, body, cookies,
-        authorization or request directives, whose stored response has no Vary and is fresh.
+        authorization or request directives, whose stored response has no Vary and is fresh. This is the
+        version for a store without a synchronous read; ``_plain_nowait`` reads the memory L1.
         """
         key = self._plain_key(scope)
         if key is None:
-            return False
-        peek = self._peek
-        entry = peek(key.digest) if peek is not None else await self.cache.store.get(key.digest)
-        hit = self._plain_answer(scope, key, entry)
-        if hit is None:
-            return False
-        await send({"type": "http.response.start", "status": hit.status, "headers": hit.headers})
-        await send({"type": "http.response.body", "body": hit.body})
-        return True
+            return None
+        return self._plain_answer(scope, key, await self.cache.store.get(key.digest))
+
+    def _plain_nowait(self, scope: Scope, peek: Callable[[str], CacheObject | None]) -> PlainHit | None:
+        """``_plain_hit`` for a store with ``peek`` (the memory L1): no coroutine; a use counted if served."""
+        key = self._plain_key(scope)
+        if key is None:
+            return None
+        return self._plain_answer(scope, key, peek(key.digest))
 
     def hit_nowait(self, scope: Scope) -> PlainHit | None:
         """The plain hit of ``_plain_hit`` without the ASGI round trip, for a server that writes it itself
@@ -178,10 +185,7 @@ class CacheInterceptor:
             or scope["method"] not in ("GET", "HEAD")
         ):
             return None
-        key = self._plain_key(scope)
-        if key is None:
-            return None
-        return self._plain_answer(scope, key, self._peek(key.digest))
+        return self._plain_nowait(scope, self._peek)
 
     def _plain_key(self, scope: Scope) -> CacheKey | None:
         """The key of a plain GET/HEAD, or None when a request field sends it down the full path."""
@@ -225,20 +229,24 @@ class CacheInterceptor:
             cache.report_hit(Reason.L1, ttl, scope["method"])
         else:
             cache.stats.hits[Reason.L1] += 1
-        # Age changes once a second: the headers built for this entry in this second of its age are
-        # reused (the memo lives on the entry, so it is bounded with it and dropped with it).
+        # Age changes once a second: the answers built for this entry in this second of its age (GET and
+        # HEAD share the headers) are reused; the memo lives on the entry, so it is bounded with it and
+        # dropped with it.
         whole_age = int(age)
         memo = entry.sent_headers
-        if memo and memo[0] == whole_age:
-            headers = memo[1]
-        else:
+        if not memo or memo[0] != whole_age:
             headers = [
                 *entry.headers,
                 (b"age", b"%d" % whole_age),
                 (b"cache-status", render_hit(ttl, Reason.L1)),
             ]
-            memo[:] = (whole_age, headers)
-        return PlainHit(entry.status, headers, entry.body if scope["method"] == "GET" else b"")
+            memo[:] = (
+                whole_age,
+                PlainHit(entry.status, headers, entry.body),
+                PlainHit(entry.status, headers, b""),
+            )
+        hit: PlainHit = memo[1] if scope["method"] == "GET" else memo[2]
+        return hit
 
 
 def _has_body(fields: Fields) -> bool:

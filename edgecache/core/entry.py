@@ -46,8 +46,8 @@ class StoredResponse:
     vary_values: tuple[str | None, ...] = ()
     tags: frozenset[str] = field(default_factory=frozenset)
     size: int = 0  # bytes accounted to the store: body + headers + fixed overhead
-    # The front end's memo of the headers it sent for this entry in the current second of age: the hit
-    # path reuses them instead of rebuilding the list. Not part of the entry's value.
+    # The front end's memo of what it sent for this entry in the current second of age (the headers, and
+    # the hit path's answers built on them): reused instead of rebuilt. Not part of the entry's value.
     sent_headers: list[Any] = field(default_factory=list, compare=False, repr=False, hash=False)
 
     def current_age(self, now: float) -> float:
