@@ -21,6 +21,8 @@ from tests.middleware.conftest import make_app, versioned
 class AwaitOnlyStore:
     """The ``Store`` protocol and nothing more, kept in a MemoryStore."""
 
+    name = "await-only"
+
     def __init__(self, clock: FakeClock) -> None:
         self._inner = MemoryStore(1 << 20, clock=clock)
         self.reads = 0
