@@ -449,12 +449,10 @@ class AdmissionPolicy:
         return candidates
 
     def _cool_window(self) -> None:
-        """Move the hot segment's least recently used entries to the cold one until it is within its share."""
-        hot, cold = self._window_hot, self._window
-        while self._window_hot_weight > self._window_hot_max and hot:
-            key, weight = hot.popitem(last=False)
-            self._window_hot_weight -= weight
-            cold[key] = weight
+        """The window's hot segment back within its share: its overflow joins the cold segment."""
+        self._window_hot_weight = _spill(
+            self._window_hot, self._window, self._window_hot_weight, self._window_hot_max
+        )
 
     def _evict(self, candidates: list[str], keep: str) -> list[str]:
         evicted: list[str] = []
@@ -501,11 +499,10 @@ class AdmissionPolicy:
         raise AssertionError("over capacity with only the new key resident")  # weight <= capacity
 
     def _demote_protected(self) -> None:
-        protected, probation = self._protected, self._probation
-        while self._protected_weight > self._protected_max and protected:
-            key, weight = protected.popitem(last=False)
-            self._protected_weight -= weight
-            probation[key] = weight
+        """Protected back within its share: its overflow joins probation."""
+        self._protected_weight = _spill(
+            self._protected, self._probation, self._protected_weight, self._protected_max
+        )
 
     def _resize_window(self, amount: int) -> None:
         # The window stays within [0, capacity - 1]: main always keeps room for at least one unit.
@@ -522,3 +519,13 @@ class AdmissionPolicy:
             self._drain_window()
         if self._protected_weight > self._protected_max:
             self._demote_protected()
+
+
+def _spill(upper: OrderedDict[str, int], lower: OrderedDict[str, int], weight: int, limit: int) -> int:
+    """A segmented LRU's overflow: ``upper``'s least recently used entries move to ``lower``'s most recent
+    end until ``upper`` (of ``weight``) is within ``limit``; returns ``upper``'s new weight."""
+    while weight > limit and upper:
+        key, entry_weight = upper.popitem(last=False)
+        weight -= entry_weight
+        lower[key] = entry_weight
+    return weight
