@@ -233,7 +233,7 @@ class CacheInterceptor:
         # HEAD share the headers) are reused; the memo lives on the entry, so it is bounded with it and
         # dropped with it.
         whole_age = int(age)
-        memo = entry.sent_headers
+        memo = entry.hit_memo
         if not memo or memo[0] != whole_age:
             headers = [
                 *entry.headers,

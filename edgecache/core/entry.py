@@ -46,9 +46,9 @@ class StoredResponse:
     vary_values: tuple[str | None, ...] = ()
     tags: frozenset[str] = field(default_factory=frozenset)
     size: int = 0  # bytes accounted to the store: body + headers + fixed overhead
-    # The front end's memo of what it sent for this entry in the current second of age (the headers, and
-    # the hit path's answers built on them): reused instead of rebuilt. Not part of the entry's value.
-    sent_headers: list[Any] = field(default_factory=list, compare=False, repr=False, hash=False)
+    # The plain hit path's memo for the current second of the entry's age: that second, and the answers to
+    # GET and HEAD (sharing one header list), reused instead of rebuilt. Not part of the entry's value.
+    hit_memo: list[Any] = field(default_factory=list, compare=False, repr=False, hash=False)
 
     def current_age(self, now: float) -> float:
         # RFC 9111 §4.2.3: corrected_initial_age + resident_time
@@ -64,7 +64,7 @@ def stale_now(entry: StoredResponse, now: float) -> StoredResponse:
     age = entry.current_age(now)
     if entry.freshness.lifetime <= age:
         return entry
-    return replace(entry, freshness=replace(entry.freshness, lifetime=age), sent_headers=[])
+    return replace(entry, freshness=replace(entry.freshness, lifetime=age), hit_memo=[])
 
 
 @dataclass(frozen=True, slots=True)
