@@ -97,12 +97,13 @@ class CacheInterceptor:
         self._key_host = key_host.encode("latin-1") if key_host is not None else None
         # A store with a synchronous read (the memory L1) is read without a coroutine on the hit path, and
         # without counting a use: when the plain path declines, the full path reads (and counts) again, and
-        # the admission policy must see one access per request. A hit it serves is counted then.
+        # the admission policy must see one access per request. A hit it serves is counted then. Both
+        # methods or neither: a store read with ``get`` has counted the use already.
         store = self.cache.store
         self._peek: Callable[[str], CacheObject | None] | None = getattr(store, "peek", None)
         self._record_use: Callable[[str], None] | None = getattr(store, "record_use", None)
-        if self._record_use is None:
-            self._peek = None
+        if self._peek is None or self._record_use is None:
+            self._peek = self._record_use = None
         self._shadow = self.cache.shadow  # shadow mode (edgecache.shadow): one call per request when on
         # A bounded memo for the plain hit path: request URI parts → key.
         self._keys: dict[tuple[str, bytes, bytes, bytes], CacheKey] = {}

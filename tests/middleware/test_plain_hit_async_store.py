@@ -72,3 +72,30 @@ async def test_a_hit_on_an_awaited_store_takes_the_plain_path(monkeypatch: pytes
     assert hit.headers["age"] == "5" and hit.headers["cache-status"].startswith("edgecache; hit")
     assert head.headers["cache-status"] == hit.headers["cache-status"]
     assert store.reads == reads + 2  # one awaited read per request
+
+
+class AwaitOnlyStoreCountingUses(AwaitOnlyStore):
+    """A store with ``record_use`` but no ``peek``: its ``get`` counts the use already."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.recorded: list[str] = []
+
+    def record_use(self, key: str) -> None:
+        self.recorded.append(key)
+
+
+async def test_a_store_read_with_get_is_not_told_of_the_use_again() -> None:
+    clock = FakeClock()
+    store = AwaitOnlyStoreCountingUses(clock)
+    cache = Cache(Settings.load({"default_ttl": 60}, environ={}), store=store, clock=clock)
+    middleware = CacheInterceptor(make_app({"/r": versioned()}), cache=cache)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=middleware), base_url="http://testserver"
+    ) as client:
+        await client.get("/r")
+        await cache.drain()
+        hit = await client.get("/r")
+    await cache.aclose()
+    assert hit.headers["cache-status"].startswith("edgecache; hit")
+    assert store.recorded == []
