@@ -27,7 +27,6 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from fnmatch import translate
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -35,6 +34,7 @@ from starlette.types import Message, Scope, Send
 
 from edgecache.core.admission import AdmissionPolicy
 from edgecache.core.headers import CacheControl, Fields
+from edgecache.core.keys import QueryFilter
 from edgecache.core.policy import Policy, freshness_lifetime
 from edgecache.observe.stats import ShadowStats
 
@@ -176,8 +176,7 @@ class Shadow:
         )
         self._expires: dict[str, float] = {}  # simulated key -> when its response stops being fresh
         self.stats = ShadowStats(spec.describe())
-        # The ignored names' globs as one pattern, compiled once (as QueryFilter does), not per request.
-        self._ignored = re.compile("|".join(translate(p) for p in spec.ignore)) if spec.ignore else None
+        self._query_filter = QueryFilter(ignore=spec.ignore)  # the live cache's matching of ignored names
 
     def key(self, scope: Scope) -> str:
         """The shadow's cache key: scheme, host, path and the query as the spec normalises it."""
@@ -193,8 +192,8 @@ class Shadow:
             query = b""
         elif query and (spec.query == "sorted" or spec.ignore):
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-            ignored = self._ignored
-            kept = (pair for pair in pairs if ignored is None or not ignored.match(pair[0]))
+            keeps = self._query_filter.keeps
+            kept = (pair for pair in pairs if keeps(pair[0]))
             query = urlencode(sorted(kept)).encode("latin-1")
         scheme = scope.get("scheme", "http")
         return f"{scheme}://{host.decode('latin-1')}{path.decode('latin-1')}?{query.decode('latin-1')}"

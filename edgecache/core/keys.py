@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from fnmatch import translate
 from functools import lru_cache
@@ -66,12 +66,13 @@ class QueryFilter:
 
     __slots__ = ("_allow", "_ignore", "active")
 
-    def __init__(self, ignore: Sequence[str] = (), allow: Sequence[str] | None = None) -> None:
+    def __init__(self, ignore: Collection[str] = (), allow: Collection[str] | None = None) -> None:
         self._ignore = re.compile("|".join(translate(p) for p in ignore)) if ignore else None
         self._allow = frozenset(allow) if allow is not None else None
         self.active = self._ignore is not None or self._allow is not None
 
-    def _keeps(self, name: str) -> bool:
+    def keeps(self, name: str) -> bool:
+        """Whether a parameter of this (decoded) name takes part in the key."""
         if self._allow is not None and name not in self._allow:
             return False
         return not (self._ignore is not None and self._ignore.match(name))
@@ -85,7 +86,7 @@ class QueryFilter:
                 continue
             raw_name = pair.split(b"=", 1)[0]
             name = unquote_plus(raw_name.decode("latin-1"))
-            if self._keeps(name):
+            if self.keeps(name):
                 kept.append(pair)
         return b"&".join(kept)
 
