@@ -619,7 +619,6 @@ def _listen(value: object) -> tuple[str, int]:
 
 
 def _positive_size(value: object) -> int:
-
     size = parse_size(value)
     if size <= 0:
         raise ValueError(f"expected a positive size, got {value!r}")
@@ -641,7 +640,6 @@ def _positive_count(value: object) -> int:
 
 
 def _positive_seconds(value: object) -> float:
-
     seconds = parse_seconds(value)
     if seconds <= 0:
         raise ValueError(f"expected a positive number of seconds, got {value!r}")

@@ -381,8 +381,10 @@ class HtmlRewriter:
                     no_href = name in _NO_HREF_TAGS
                     attr = first.lower()
                     value = _value_of(m)
-                    new = None if value is None else new_value(attr, value[0], value[1], no_href)
-                    if value is not None and new is not None:
+                    if (
+                        value is not None
+                        and (new := new_value(attr, value[0], value[1], no_href)) is not None
+                    ):
                         raw, quote, group = value
                         vstart, vend = m.span(group)
                         out.append(text[last:vstart])
