@@ -13,9 +13,9 @@ there moves the entry to its *hot* segment (20 % of the window), whose overflow 
 and the window drains cold entries first. It matters when adaptation has grown the window to most of the
 capacity: a plain LRU there is exactly LRU, so the policy could at best tie LRU on recency-biased traffic
 and, having paid for finding that out, ended below it (drift trace at 10 %: 71.62 % against LRU's 71.72 %).
-A segmented LRU keeps what was hit twice from being flushed by what was seen once (on that trace alone, an
-SLRU with a 20 % protected share gets 72.04 %, LRU 71.72 %), and with it the adaptive policy ends above LRU
-(71.93 %; on seeds 2 and 3, 72.01 % and 71.85 % against LRU's 71.82 % and 71.69 %). With the window small
+A segmented LRU keeps what was hit twice from being flushed by what was seen once, and with it the adaptive
+policy ends above LRU (71.93 %; on seeds 2 and 3, 72.01 % and 71.85 % against LRU's 71.82 % and 71.69 %:
+``benchmarks/hitrate_table.py --seed N``). With the window small
 (skewed traffic) the segments change little.
 
 Weighted admission: a candidate of weight ``w`` may need several victims. Victims are taken from the
