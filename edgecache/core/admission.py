@@ -15,8 +15,8 @@ capacity: a plain LRU there is exactly LRU, so the policy could at best tie LRU 
 and, having paid for finding that out, ended below it (drift trace at 10 %: 71.62 % against LRU's 71.72 %).
 A segmented LRU keeps what was hit twice from being flushed by what was seen once, and with it the adaptive
 policy ends above LRU (71.93 %; on seeds 2 and 3, 72.01 % and 71.85 % against LRU's 71.82 % and 71.69 %:
-``benchmarks/hitrate_table.py --seed N``). With the window small
-(skewed traffic) the segments change little.
+``benchmarks/hitrate_table.py --seed N``). With the window small (skewed traffic) the segments change
+little.
 
 Weighted admission: a candidate of weight ``w`` may need several victims. Victims are taken from the
 least-recently-used end of probation, then of protected, until they free ``min(w, excess)``; the candidate is
